@@ -1,0 +1,30 @@
+"""`python -m trainers [hydra overrides]`: one fine-tuning trial from conf/config.yaml."""
+import os
+import sys
+
+from trainers.settings import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    # No hub telemetry from trl/huggingface_hub, ever; HF_HUB_OFFLINE (if set) also stops downloads.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from trainers.config import compose_config
+    from trainers.settings import trial_settings
+
+    try:
+        settings = trial_settings(compose_config(argv))
+        from trainers import quiet
+
+        quiet.install()
+        from trainers.sft import run_trial
+
+        metrics = run_trial(settings)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"eval_loss {metrics['eval_loss']:.4f} after {metrics['steps']} steps; adapter in {settings.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,21 @@
+"""Hydra's Compose API over the project's conf/: the one place a config is composed."""
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from trainers.settings import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml plus Hydra overrides; a bad override becomes a one-line ConfigError."""
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("overrides", " ".join(overrides), message) from None

@@ -1,0 +1,99 @@
+"""Loads a trial's dataset with `datasets.load_dataset` (hub id, local folder or file), checks its
+schema and splits it into train and a fixed, seeded eval subset."""
+from pathlib import Path
+
+from trainers.settings import ConfigError, DataSettings
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SCHEMAS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
+SYNTHETIC_ROWS = 2000
+
+
+def ensure_embedded_data(data: DataSettings) -> None:
+    """Write the synthetic price data on first use (data.build=synthetic_prices)."""
+    path = Path(data.name_or_path)
+    if data.build == "synthetic_prices" and not path.exists():
+        from trainers.synthetic import price_rows, write_jsonl
+
+        write_jsonl(price_rows(SYNTHETIC_ROWS, seed=0), path)
+
+
+def _load(data: DataSettings, cache_dir: Path):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(data.name_or_path).expanduser()
+    key = "data.name_or_path"
+    if path.suffix in FILE_BUILDERS:
+        if not path.is_file():
+            raise ConfigError(key, data.name_or_path, "file not found")
+        return load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)}, cache_dir=str(cache_dir))
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            ds = load_from_disk(str(path))  # a folder written by save_to_disk
+            return ds if isinstance(ds, DatasetDict) else DatasetDict({"train": ds})
+        return load_dataset(str(path), data.config_name, cache_dir=str(cache_dir))
+    if data.name_or_path.startswith((".", "/", "~")) or path.suffix:
+        raise ConfigError(key, data.name_or_path, "no such file or folder; allowed: a hub dataset id, "
+                          "a local folder, or a .jsonl/.json/.csv/.parquet file")
+    try:
+        return load_dataset(data.name_or_path, data.config_name, cache_dir=str(cache_dir))
+    except Exception as e:  # hub errors vary by cause (offline, gated, missing); the user needs one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(key, data.name_or_path, f"could not be loaded from the hub: {first}") from None
+
+
+def detect_format(columns: list[str], data: DataSettings) -> str:
+    if data.format != "auto":
+        needed = SCHEMAS[data.format]
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise ConfigError("data.format", data.format, f"needs column(s) {', '.join(needed)}; the dataset has "
+                              f"{', '.join(columns)} (rename with data.columns={{{missing[0]}: <column>}})")
+        return data.format
+    for fmt, needed in SCHEMAS.items():
+        if all(c in columns for c in needed):
+            return fmt
+    raise ConfigError("data.name_or_path", data.name_or_path, f"has columns {', '.join(columns)}; needs prompt+completion, "
+                      "messages, or text (rename with data.columns={prompt: <column>, ...})")
+
+
+def load_splits(data: DataSettings, cache_dir: Path):
+    """(train, eval, format): eval is a fixed, seeded subset of data.eval_split, or held out of train."""
+    ds = _load(data, cache_dir)
+    if data.train_split not in ds:
+        raise ConfigError("data.train_split", data.train_split, f"allowed: {', '.join(ds)}")
+    if data.eval_split is not None and data.eval_split not in ds:
+        raise ConfigError("data.eval_split", data.eval_split, f"allowed: {', '.join(ds)} or null")
+    if data.columns:
+        ds = ds.rename_columns({src: dst for dst, src in data.columns.items()})
+    train = ds[data.train_split]
+    fmt = detect_format(train.column_names, data)
+    keep = list(SCHEMAS[fmt])
+    train = train.select_columns(keep)
+    if len(train) == 0:
+        raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}")
+    if data.eval_split is None:
+        if len(train) < 2:
+            raise ConfigError("data.train_split", data.train_split, "needs at least 2 rows to hold out an eval subset")
+        split = train.train_test_split(test_size=min(data.eval_size, len(train) // 2), seed=data.seed)
+        train, evals = split["train"], split["test"]
+    else:
+        evals = ds[data.eval_split].select_columns(keep)
+        if len(evals) == 0:
+            raise ConfigError("data.eval_split", data.eval_split, f"is empty in {data.name_or_path}")
+        evals = evals.shuffle(seed=data.seed).select(range(min(data.eval_size, len(evals))))
+    if data.max_train_samples is not None:
+        train = train.shuffle(seed=data.seed).select(range(min(data.max_train_samples, len(train))))
+    return train, evals, fmt
+
+
+def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> None:
+    """Refuse a max_length that truncates every completion away: TRL would otherwise die
+    with 'num_samples should be a positive integer value, but got num_samples=0'."""
+    if fmt != "prompt_completion":
+        return
+    sample = train.select(range(min(len(train), 256)))
+    prompt_lengths = [len(ids) for ids in tokenizer(list(sample["prompt"]))["input_ids"]]
+    if min(prompt_lengths) >= max_length:
+        raise ConfigError("train.max_length", max_length, f"truncates every completion away (the shortest prompt "
+                          f"is {min(prompt_lengths)} tokens); allowed: more than {min(prompt_lengths)}")

@@ -1,0 +1,34 @@
+"""Shows each repeated library notice once (bitsandbytes' 8-bit cast message fires on every
+matmul) and hides per-map progress bars, so a trial's output is its progress and losses."""
+import logging
+import warnings
+
+
+class _Once(logging.Filter):
+    """Passes the first record of each message template, drops the repeats."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def install() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    warnings.simplefilter("once")
+    # Filters on a handler see every record that reaches it, from child loggers too.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    transformers.logging.get_logger()  # creates transformers' own handler before we filter it
+    once = _Once()
+    for name in (None, "transformers"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(once)

@@ -1,0 +1,211 @@
+"""The one validated, typed object a trial runs from. Built from Hydra's composed config;
+nothing below this module reads the raw config. Pure Python: no torch, no GPU libraries."""
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+DATA_FORMATS = ("auto", "prompt_completion", "text", "messages")
+TRACKING_MODES = ("online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """Bad user input: one line naming the key, the bad value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name_or_path: str
+    build: str | None
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    name_or_path: str
+    build: str | None
+    config_name: str | None
+    format: str
+    columns: dict
+    train_split: str
+    eval_split: str | None
+    eval_size: int
+    max_train_samples: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    max_steps: int
+    num_train_epochs: float
+    per_device_train_batch_size: int
+    per_device_eval_batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    lr_scheduler_type: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    eval_steps: int
+    logging_steps: int
+    max_length: int
+    optim: str
+    gradient_checkpointing: bool
+    save_strategy: str
+    save_steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: list[str] | str
+    bias: str
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    bits: int | None  # 4, 8, or None for no quantization
+    double_quant: bool
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    mode: str
+    project: str
+    entity: str | None
+    group: str | None
+    run_name: str | None
+    job_type: str
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    model: ModelSettings
+    data: DataSettings
+    train: TrainSettings
+    lora: LoraSettings
+    quant: QuantSettings
+    tracking: TrackingSettings
+    output_dir: Path
+    cache_dir: Path
+    resolved: dict  # the composed config, resolved, as saved beside the adapter
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "resolved"}
+
+
+def _section(cfg: DictConfig, name: str, cls):
+    """Build one dataclass from cfg[name], naming a missing or unknown key in the error."""
+    raw = cfg.get(name)
+    if raw is None:
+        raise ConfigError(name, None, "missing config group")
+    fields = cls.__dataclass_fields__
+    values = OmegaConf.to_container(raw, resolve=True)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}", values[unknown[0]], f"unknown key; known: {', '.join(fields)}")
+    missing = sorted(set(fields) - set(values))
+    if missing:
+        raise ConfigError(f"{name}.{missing[0]}", None, "required key is missing")
+    return values
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _number(values: dict, section: str, key: str, kind: type, minimum: float, strict: bool = True):
+    value = values[key]
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{key}", value, f"must be a {kind.__name__}") from None
+    ok = number > minimum if strict else number >= minimum
+    _check(ok and not isinstance(value, bool), f"{section}.{key}", value,
+           f"must be a {kind.__name__} {'>' if strict else '>='} {minimum}")
+    return number
+
+
+def parse_bits(value: Any, key: str = "quant.bits") -> int | None:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    _check(str(value) in ("4", "8"), key, value, "allowed: 4, 8 or none")
+    return int(value)
+
+
+def _lora(cfg: DictConfig) -> LoraSettings:
+    v = _section(cfg, "lora", LoraSettings)
+    r = _number(v, "lora", "r", int, 0)
+    _check(float(v["r"]) == r, "lora.r", v["r"], "must be a whole number > 0")
+    alpha = _number(v, "lora", "alpha", float, 0)
+    dropout = _number(v, "lora", "dropout", float, 0, strict=False)
+    _check(dropout < 1, "lora.dropout", v["dropout"], "allowed: 0 <= dropout < 1")
+    modules = v["target_modules"]
+    if modules == "attention":  # a search space can choose between these two by name
+        modules = list(ATTENTION_MODULES)
+    _check(modules == "all-linear" or (isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules)),
+           "lora.target_modules", modules, "a list of module names, 'attention' or 'all-linear'")
+    _check(v["bias"] in ("none", "all", "lora_only"), "lora.bias", v["bias"], "allowed: none, all, lora_only")
+    return LoraSettings(r=r, alpha=alpha, dropout=dropout, target_modules=modules, bias=v["bias"])
+
+
+def _train(cfg: DictConfig) -> TrainSettings:
+    v = _section(cfg, "train", TrainSettings)
+    ints = ["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "eval_steps", "logging_steps", "max_length", "save_steps"]
+    for key in ints:
+        v[key] = _number(v, "train", key, int, 0)
+    v["max_steps"] = _number(v, "train", "max_steps", int, -1, strict=False) if v["max_steps"] is not None else -1
+    v["warmup_steps"] = _number(v, "train", "warmup_steps", int, 0, strict=False)
+    v["learning_rate"] = _number(v, "train", "learning_rate", float, 0)
+    v["weight_decay"] = _number(v, "train", "weight_decay", float, 0, strict=False)
+    v["max_grad_norm"] = _number(v, "train", "max_grad_norm", float, 0, strict=False)
+    v["num_train_epochs"] = _number(v, "train", "num_train_epochs", float, 0)
+    _check(v["save_strategy"] in ("no", "steps", "epoch"), "train.save_strategy", v["save_strategy"],
+           "allowed: no, steps, epoch")
+    return TrainSettings(**v)
+
+
+def _data(cfg: DictConfig) -> DataSettings:
+    v = _section(cfg, "data", DataSettings)
+    _check(isinstance(v["name_or_path"], str) and v["name_or_path"] != "", "data.name_or_path",
+           v["name_or_path"], "a hub dataset id, a local folder, or a .jsonl/.json/.csv/.parquet file")
+    _check(v["format"] in DATA_FORMATS, "data.format", v["format"], f"allowed: {', '.join(DATA_FORMATS)}")
+    _check(v["build"] in (None, "synthetic_prices"), "data.build", v["build"], "allowed: synthetic_prices or null")
+    v["eval_size"] = _number(v, "data", "eval_size", int, 0)
+    if v["max_train_samples"] is not None:
+        v["max_train_samples"] = _number(v, "data", "max_train_samples", int, 0)
+    v["columns"] = dict(v["columns"] or {})
+    return DataSettings(**v)
+
+
+def _tracking(cfg: DictConfig) -> TrackingSettings:
+    v = _section(cfg, "tracking", TrackingSettings)
+    _check(v["mode"] in TRACKING_MODES, "tracking.mode", v["mode"], f"allowed: {', '.join(TRACKING_MODES)}")
+    return TrackingSettings(**v)
+
+
+def trial_settings(cfg: DictConfig) -> TrialSettings:
+    """Validate the composed config into TrialSettings; raises ConfigError on the first bad key."""
+    model = ModelSettings(**_section(cfg, "model", ModelSettings))
+    _check(isinstance(model.name_or_path, str) and model.name_or_path != "", "model.name_or_path",
+           model.name_or_path, "a hub model id or a local model folder")
+    _check(model.build in (None, "tiny"), "model.build", model.build, "allowed: tiny or null")
+    q = _section(cfg, "quant", QuantSettings)
+    quant = QuantSettings(bits=parse_bits(q["bits"]), double_quant=bool(q["double_quant"]))
+    trial_keys = {"model", "data", "train", "lora", "quant", "tracking", "output_dir", "cache_dir"}
+    resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in trial_keys}
+    return TrialSettings(
+        model=model, data=_data(cfg), train=_train(cfg), lora=_lora(cfg), quant=quant,
+        tracking=_tracking(cfg), output_dir=Path(cfg.output_dir), cache_dir=Path(cfg.cache_dir),
+        resolved=resolved)

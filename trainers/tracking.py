@@ -1,0 +1,56 @@
+"""One W&B run per trial: opened before training (transformers' callback reuses it), its
+files kept inside the trial's output folder, finished with the final metrics in its summary."""
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from trainers.settings import TrackingSettings
+
+
+def _logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(tracking: TrackingSettings) -> str:
+    """online only when the user is logged in; otherwise offline, synced later by hand."""
+    if tracking.mode == "online" and not _logged_in():
+        return "offline"
+    return tracking.mode
+
+
+def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_dir: Path):
+    """Open the trial's W&B run, or return None when tracking is disabled."""
+    mode = resolve_mode(tracking)
+    if mode == "disabled":
+        return None
+    # wandb-core writes caches and logs under ~/.cache unless told otherwise.
+    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        os.environ[var] = str((cache_dir / "wandb" / sub).resolve())
+    os.environ["WANDB_PROJECT"] = tracking.project  # transformers' WandbCallback reads it
+    import wandb
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(project=tracking.project, entity=tracking.entity, group=tracking.group,
+                      name=tracking.run_name, job_type=tracking.job_type, config=config,
+                      dir=str(output_dir), mode=mode, reinit="finish_previous",
+                      settings=wandb.Settings(quiet=True, silent=True))
+
+
+def finish_run(run, summary: dict) -> None:
+    """Write the summary and close the run; print how to upload it when it ran offline."""
+    if run is None:
+        return
+    for key, value in summary.items():
+        run.summary[key] = value
+    offline = run.settings.mode == "offline" or run.offline
+    run_dir = Path(run.dir).parent
+    run.finish()
+    if offline:
+        print(f"W&B run saved offline; upload it with: wandb sync {run_dir}", flush=True)
