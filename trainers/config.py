@@ -18,4 +18,5 @@ def compose_config(overrides: list[str]) -> DictConfig:
             return compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError("overrides", " ".join(overrides), message) from None
+        named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
+        raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None

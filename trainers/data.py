@@ -15,6 +15,7 @@ def ensure_embedded_data(data: DataSettings) -> None:
     if data.build == "synthetic_prices" and not path.exists():
         from trainers.synthetic import price_rows, write_jsonl
 
+        print(f"writing {SYNTHETIC_ROWS} SYNTHETIC price rows to {path} (data.build=synthetic_prices)", flush=True)
         write_jsonl(price_rows(SYNTHETIC_ROWS, seed=0), path)
 
 
@@ -26,7 +27,12 @@ def _load(data: DataSettings, cache_dir: Path):
     if path.suffix in FILE_BUILDERS:
         if not path.is_file():
             raise ConfigError(key, data.name_or_path, "file not found")
-        return load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)}, cache_dir=str(cache_dir))
+        try:
+            return load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)}, cache_dir=str(cache_dir))
+        except ValueError as e:
+            if "corresponds to no data" in str(e):  # datasets' words for a file without rows
+                raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}") from None
+            raise ConfigError(key, data.name_or_path, f"could not be read: {str(e).splitlines()[0]}") from None
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             ds = load_from_disk(str(path))  # a folder written by save_to_disk

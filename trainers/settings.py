@@ -185,7 +185,7 @@ def _data(cfg: DictConfig) -> DataSettings:
     v["eval_size"] = _number(v, "data", "eval_size", int, 0)
     if v["max_train_samples"] is not None:
         v["max_train_samples"] = _number(v, "data", "max_train_samples", int, 0)
-    v["columns"] = dict(v["columns"] or {})
+    v["columns"] = dict(v["columns"] or {})  # null: the dataset already uses the format's names
     return DataSettings(**v)
 
 

@@ -1,0 +1,72 @@
+"""Every config composes and validates; the public keys exist; bad values name their key."""
+import pytest
+from omegaconf import OmegaConf
+
+from trainers.config import CONF_DIR, compose_config
+from trainers.settings import ConfigError, trial_settings
+
+PUBLIC_KEYS = ["model.name_or_path", "data.name_or_path", "train.max_steps", "train.eval_steps",
+               "train.max_length", "train.learning_rate", "lora.r", "lora.alpha", "lora.dropout",
+               "lora.target_modules", "quant.bits", "tracking.mode", "tracking.project"]
+
+
+def group_options():
+    return [(g.name, f.stem) for g in sorted(CONF_DIR.iterdir()) if g.is_dir() for f in sorted(g.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", group_options())
+def test_every_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, o in group_options() if g not in ("sweep", "search")])
+def test_every_trial_option_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if (group, option) in (("data", "text"), ("data", "messages")):
+        overrides.append("data.name_or_path=some/file.jsonl")  # these configs make the user name a file
+    settings = trial_settings(compose_config(overrides))
+    assert settings.resolved[group] == OmegaConf.to_container(compose_config(overrides)[group], resolve=True)
+
+
+def test_public_keys_exist():
+    cfg = compose_config([])
+    for key in PUBLIC_KEYS:
+        assert OmegaConf.select(cfg, key, throw_on_missing=False) is not None, key
+
+
+def test_every_config_file_starts_with_its_command():
+    for path in CONF_DIR.rglob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# ") and ("python -m trainers" in first or "make sweep" in first), path
+
+
+def test_quant_bits_accepts_4_8_and_none():
+    assert trial_settings(compose_config(["quant.bits=4"])).quant.bits == 4
+    assert trial_settings(compose_config(["quant=int8"])).quant.bits == 8
+    assert trial_settings(compose_config(["quant.bits=none"])).quant.bits is None
+
+
+def test_target_modules_aliases():
+    assert trial_settings(compose_config(["lora.target_modules=attention"])).lora.target_modules == [
+        "q_proj", "k_proj", "v_proj", "o_proj"]
+    assert trial_settings(compose_config(["lora.target_modules=all-linear"])).lora.target_modules == "all-linear"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("quant.bits=3", "quant.bits"), ("lora.dropout=1.0", "lora.dropout"), ("lora.dropout=-0.1", "lora.dropout"),
+    ("lora.r=0", "lora.r"), ("lora.alpha=-1", "lora.alpha"), ("tracking.mode=sometimes", "tracking.mode"),
+    ("train.max_length=0", "train.max_length"), ("data.format=xml", "data.format"),
+    ("+lora.rank=8", "lora.rank"),
+])
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        trial_settings(compose_config([override]))
+    assert err.value.key == key
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_override_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        compose_config(["lora.rnak=8"])
+    assert "lora.rnak" in str(err.value) and "\n" not in str(err.value)

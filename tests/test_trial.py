@@ -1,0 +1,87 @@
+"""Real tiny trials: 4-bit, 8-bit and unquantized train, save an adapter that loads and generates,
+and log to one offline W&B run whose files we read back."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from trainers.config import compose_config
+from trainers.settings import trial_settings
+from wandb_files import offline_runs, read_offline_run
+
+pytestmark = pytest.mark.slow
+
+
+def load_and_generate(adapter_dir, base_dir, bits):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.model import build_quantization, compute_dtype
+    from trainers.settings import QuantSettings
+
+    quant = build_quantization(QuantSettings(bits=bits, double_quant=True), compute_dtype())
+    base = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=quant, device_map={"": "cpu"})
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    tok = AutoTokenizer.from_pretrained(adapter_dir)
+    prompt = "How much does this cost to the nearest dollar?\n\nTitle: Nordex compact laptop\n\nPrice is $"
+    ids = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=6, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("bits", [4, 8, None])
+def test_trial_trains_saves_and_tracks(bits, short_trial, tiny_model, tmp_path, capsys):
+    from trainers.sft import run_trial
+
+    settings = trial_settings(compose_config(
+        short_trial + [f"quant.bits={bits or 'none'}", "tracking.group=g1", "tracking.run_name=r1"]))
+    metrics = run_trial(settings)
+
+    out = tmp_path / "run"
+    assert metrics["steps"] == 20
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "adapter_model.safetensors").exists() and (out / "config.yaml").exists()
+    assert not list(out.glob("checkpoint-*")), "no silent optimizer checkpoints"
+    printed = capsys.readouterr().out
+    assert "step 10/20  eval_loss" in printed and "step 20/20  eval_loss" in printed
+
+    completion = load_and_generate(out, tiny_model, bits)
+    assert completion.strip() != ""
+
+    (run_dir,) = offline_runs(out)
+    run = read_offline_run(run_dir)
+    assert (run.group, run.name, run.project) == ("g1", "r1", "qlora-sweep")
+    assert run.config["quant"]["bits"] == (bits or "none") and run.config["lora"]["r"] == 8
+    evals = [h["eval/loss"] for h in run.history if "eval/loss" in h]
+    assert len(evals) == 2 and evals[-1] == pytest.approx(metrics["eval_loss"])
+    assert evals[1] < evals[0], "LoRA on the pretrained tiny model learns the price format"
+    assert run.summary["state"] == "complete"
+    assert run.summary["eval_loss"] == pytest.approx(metrics["eval_loss"])
+
+
+def test_messages_dataset_trains_with_chat_template(short_trial, tmp_path):
+    from trainers.sft import run_trial
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{2 * i}"}]} for i in range(60)]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = trial_settings(compose_config(
+        short_trial + ["data=messages", f"data.name_or_path={path}", "data.eval_size=8", "tracking.mode=disabled"]))
+    metrics = run_trial(settings)
+    assert metrics["steps"] == 20 and metrics["eval_loss"] > 0
+
+
+def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path):
+    """`python -m trainers quant.bits=4`, as a user types it (with a short schedule)."""
+    proc = subprocess.run([sys.executable, "-m", "trainers", "quant.bits=4", *short_trial],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step 20/20  eval_loss" in proc.stdout
+    assert "eval_loss" in proc.stdout.splitlines()[-1]
+    assert (tmp_path / "run" / "adapter_model.safetensors").exists()
+    assert proc.stderr.count("MatMul8bitLt") <= 1
