@@ -88,6 +88,10 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None) 
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
             "train_tokens": int(trainer.state.num_input_tokens_seen),
         }
+        import torch
+
+        if torch.cuda.is_available():
+            metrics["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     except BaseException:
         if run is not None and run.summary.get("state") is None:
             run.summary["state"] = "failed"
