@@ -1,0 +1,95 @@
+"""`python -m sweeper [hydra overrides]` (what `make sweep` runs): validate everything, open the
+study, run trials one process each until it holds sweep.n_trials finished ones, report."""
+import os
+import sys
+import time
+
+from trainers.settings import ConfigError
+
+EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def prepare(overrides: list[str]):
+    """Every check that can refuse the sweep, before the study is opened or changed."""
+    from sweeper.settings import sweep_settings
+    from trainers.sft import prepare_inputs
+
+    s = sweep_settings(overrides)
+    prepare_inputs(s.trial)  # model reachable, data schema, max_length; builds the tiny default once
+    return s
+
+
+def tell(study, trial, outcome) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("steps", outcome.steps)
+    if outcome.state == "complete":
+        study.tell(trial, outcome.value)
+    elif outcome.state == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr("fail_reason", outcome.reason[-500:])
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def run_sweep(s) -> int:
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    from sweeper.launch import run_trial_process, trial_overrides
+    from sweeper.report import final_report
+    from sweeper.space import suggest, to_overrides
+    from sweeper.study import build_storage, counts, open_study
+    from sweeper.view import LiveView
+
+    storage = build_storage(s)
+    study = open_study(s, storage)
+    view = LiveView(s.n_trials)
+    view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; storage {s.storage}")
+    failures = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead sweep's RUNNING trials: failed, then retried
+        c = counts(study)
+        if c["finished"] >= s.n_trials:
+            break
+        if c["finished"] + c["running"] >= s.n_trials:  # another worker holds the rest: wait for it
+            time.sleep(s.heartbeat_interval)
+            continue
+        trial = study.ask()
+        values = suggest(trial, s.space)
+        overrides = trial_overrides(s, trial.number, to_overrides(values, s.space))
+        trial.set_user_attr("value_overrides", to_overrides(values, s.space))
+        trial.set_user_attr("output_dir", str(s.dir / "trials" / str(trial.number)))
+        view.start(trial.number, values, c, RetryFailedTrialCallback.retried_trial_number(study.trials[trial.number]))
+        start = time.monotonic()
+        try:
+            outcome = run_trial_process(s, storage, trial, values, overrides, view)
+        except KeyboardInterrupt:
+            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            RetryFailedTrialCallback(max_retry=s.max_failures)(study, frozen)  # its values run first next time
+            view.note(f"\ninterrupted: trial {trial.number} will run again; rerun the same command to continue")
+            return EXIT_INTERRUPTED
+        tell(study, trial, outcome)
+        view.end(trial.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - start,
+                 counts(study), outcome.reason)
+        failures = failures + 1 if outcome.state == "failed" else 0
+        if failures >= s.max_failures:
+            print(f"error: {failures} trials failed in a row (sweep.max_failures={s.max_failures}); last: "
+                  f"{outcome.reason}; log: {s.dir / 'trials' / str(trial.number) / 'trial.log'}", file=sys.stderr)
+            return EXIT_FAILURES
+    print(final_report(study, s))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        s = prepare(argv)
+        return run_sweep(s)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

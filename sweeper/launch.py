@@ -1,0 +1,64 @@
+"""Starts one trial's process and watches it: heartbeats for the study while it lives, progress
+for the live view, and its outcome (result.json, or the last lines of its log on failure)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeper.settings import SweepSettings
+from sweeper.view import LiveView
+
+
+@dataclass
+class Outcome:
+    state: str              # complete | pruned | failed
+    value: float | None
+    steps: int
+    reason: str = ""
+
+
+def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str]) -> list[str]:
+    trial_dir = s.dir / "trials" / str(number)
+    return values_overrides + [f"output_dir={trial_dir}", f"tracking.group={s.study_name}",
+                               f"tracking.run_name=trial-{number}", "tracking.job_type=trial"]
+
+
+def _last_lines(log: Path, n: int = 1) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "no output"
+
+
+def run_trial_process(s: SweepSettings, storage, trial, values: dict, overrides: list[str], view: LiveView) -> Outcome:
+    """Run the trial in a fresh interpreter: it never inherits the sweep's state, and a crash,
+    an OOM or leaked GPU memory ends with it."""
+    trial_dir = s.dir / "trials" / str(trial.number)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "progress.json"):
+        (trial_dir / stale).unlink(missing_ok=True)
+    job = {"trial_id": trial._trial_id, "trial_dir": str(trial_dir), "parent_pid": os.getpid(),
+           "sweep_overrides": s.overrides, "trial_overrides": overrides, "values": values}
+    (trial_dir / "job.json").write_text(json.dumps(job, indent=2))
+    log = trial_dir / "trial.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sweeper.worker", str(trial_dir / "job.json")],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        last_beat = 0.0
+        while proc.poll() is None:
+            if time.monotonic() - last_beat >= s.heartbeat_interval:
+                storage.record_heartbeat(trial._trial_id)
+                last_beat = time.monotonic()
+            view.progress(trial_dir / "progress.json")
+            time.sleep(0.25)
+    except BaseException:  # Ctrl-C or a kill of the sweep: take the trial down with us
+        proc.kill()
+        proc.wait()
+        raise
+    result_path = trial_dir / "result.json"
+    if proc.returncode == 0 and result_path.exists():
+        r = json.loads(result_path.read_text())
+        return Outcome(r["state"], r["value"], r["steps"])
+    return Outcome("failed", None, 0, f"exit {proc.returncode}: {_last_lines(log)}")

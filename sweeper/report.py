@@ -1,0 +1,66 @@
+"""The end of a sweep: the leaderboard (best first), the best trial's values, where its adapter
+is, and the `python -m trainers` command that reruns it alone."""
+import shlex
+from pathlib import Path
+
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.settings import SweepSettings
+from sweeper.view import format_values
+
+ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
+
+
+def trial_values(t: FrozenTrial, s: SweepSettings) -> dict:
+    """Searched and tied values, in the space's order."""
+    merged = {**t.params, **{k: v for k, v in t.user_attrs.items() if k in {p.name for p in s.space}}}
+    return {p.name: merged[p.name] for p in s.space if p.name in merged}
+
+
+def eval_loss(t: FrozenTrial) -> float | None:
+    if t.state == TrialState.COMPLETE:
+        return t.value
+    if t.intermediate_values:
+        return t.intermediate_values[max(t.intermediate_values)]
+    return None
+
+
+def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
+    rows = [t for t in trials if t.state in ORDER]
+    rows.sort(key=lambda t: (ORDER[t.state], eval_loss(t) if eval_loss(t) is not None else float("inf")))
+    header = f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  {'steps':>5}  {'time':>6}  values"
+    lines = [header, "-" * len(header)]
+    for t in rows:
+        loss = eval_loss(t)
+        seconds = t.duration.total_seconds() if t.duration else 0
+        lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
+                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {format_values(trial_values(t, s))}")
+    return "\n".join(lines)
+
+
+def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
+    user = [o for o in s.overrides if not o.lstrip("+~").startswith(("sweep", "search"))]
+    values = t.user_attrs.get("value_overrides", [])
+    out = s.dir / "reruns" / f"trial-{t.number}"
+    return shlex.join(["python", "-m", "trainers", *user, *values, f"output_dir={out}"])
+
+
+def final_report(study, s: SweepSettings) -> str:
+    trials = study.get_trials(deepcopy=False)
+    text = [f"study {s.study_name!r} in {s.storage}", leaderboard(trials, s)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        adapter = Path(best.user_attrs.get("output_dir", ""))
+        link = s.dir / "best"
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(adapter)
+        text += [f"best: trial {best.number}, eval_loss {best.value:.4f}: {format_values(trial_values(best, s))}",
+                 f"best adapter: {adapter}  (also {link})",
+                 f"rerun it alone: {rerun_command(best, s)}"]
+    else:
+        text.append("no trial completed yet")
+    report = "\n".join(text)
+    (s.dir / "leaderboard.txt").write_text(report + "\n")
+    return report

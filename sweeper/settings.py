@@ -1,0 +1,128 @@
+"""The sweep's one validated, typed object: study, sampler, pruner, space, and the trial job's
+own settings, all checked before the study is opened or a trial starts."""
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sweeper.space import Param, candidate_values, check_enqueued, grid, parse_space
+from trainers.config import compose_config
+from trainers.settings import ConfigError, TrialSettings, trial_settings
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+# Pruning compares eval losses at equal steps: these keys change what a step means.
+STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs", "train.per_device_train_batch_size",
+                "train.gradient_accumulation_steps", "train.max_length")
+# Keys that may change between runs of one study without making its trials incomparable.
+NOT_FINGERPRINTED = ("tracking", "output_dir", "cache_dir")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    study_name: str
+    storage: str
+    dir: Path
+    n_trials: int
+    sampler: str
+    pruner: str
+    startup_trials: int
+    seed: int
+    max_failures: int
+    heartbeat_interval: int
+    grace_period: int
+    enqueue: list[dict]
+    space: list[Param]
+    trial: TrialSettings          # the trial job before the space's values are applied
+    overrides: list[str]          # the user's Hydra overrides, handed to every trial process
+    fingerprint: dict             # flattened search space + fixed trial config
+
+    @property
+    def fingerprint_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _int(raw: dict, key: str, minimum: int) -> int:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"sweep.{key}", value, f"a whole number >= {minimum}")
+    return value
+
+
+def _check_candidates(space: list[Param], overrides: list[str]) -> None:
+    """Each choice and range end must pass the trial job's own checks, so a bad rank or bits
+    value is refused now rather than failing inside trial 7."""
+    for p in space:
+        for value in candidate_values(p):
+            if p.target == "quant.bits" and value not in (4, 8):
+                raise ConfigError(f"search.{p.name}", value, "a QLoRA sweep quantizes: allowed bits 4, 8")
+            text = "null" if value is None else str(value)
+            try:
+                trial_settings(compose_config(overrides + [f"{p.target}={text}"]))
+            except ConfigError as e:
+                raise ConfigError(f"search.{p.name}", value, f"sets {e.key}: {e.allowed}") from None
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def fingerprint(raw_space: dict, trial: TrialSettings, space: list[Param]) -> dict:
+    targets = {p.target for p in space}
+    fixed = {k: v for k, v in _flatten("", trial.resolved, {}).items()
+             if k.split(".")[0] not in NOT_FINGERPRINTED and k not in targets}
+    return {**_flatten("search", raw_space, {}), **fixed}
+
+
+def sweep_settings(overrides: list[str]) -> SweepSettings:
+    cfg = compose_config(overrides)
+    raw = OmegaConf.to_container(cfg.sweep, resolve=True)
+    raw_space = OmegaConf.to_container(cfg.search, resolve=True)
+    trial = trial_settings(cfg)
+    if not isinstance(raw.get("study_name"), str) or not raw["study_name"].strip():
+        raise ConfigError("sweep.study_name", raw.get("study_name"), "a non-empty name")
+    if raw.get("sampler") not in SAMPLERS:
+        raise ConfigError("sweep.sampler", raw.get("sampler"), f"allowed: {', '.join(SAMPLERS)}")
+    if raw.get("pruner") not in PRUNERS:
+        raise ConfigError("sweep.pruner", raw.get("pruner"), f"allowed: {', '.join(PRUNERS)}")
+    n_trials = _int(raw, "n_trials", 1)
+    heartbeat = _int(raw, "heartbeat_interval", 1)
+    grace = _int(raw, "grace_period", heartbeat + 1)
+    startup = raw.get("startup_trials")
+    # Sized to the sweep: optuna's defaults (10 for TPE, 5 for the median pruner) would make
+    # an 8-trial sweep sample at random and prune nothing.
+    startup = _int(raw, "startup_trials", 0) if startup is not None else max(1, min(5, n_trials // 4))
+
+    space = parse_space(raw_space)
+    if raw["pruner"] != "none":
+        for p in space:
+            if p.target in STEP_MEANING:
+                raise ConfigError(f"search.{p.name}", p.target, f"varies what a step means, so sweep.pruner="
+                                  f"{raw['pruner']} would compare unlike losses; allowed with sweep.pruner=none")
+    if raw["sampler"] == "grid":
+        points = 1
+        for values in grid(space).values():
+            points *= len(values)
+        if n_trials > points:
+            raise ConfigError("sweep.n_trials", n_trials, f"the grid has {points} points; allowed: at most {points}")
+    enqueue = raw.get("enqueue") or []
+    if not isinstance(enqueue, list):
+        raise ConfigError("sweep.enqueue", enqueue, "a list of {parameter: value} mappings")
+    enqueue = [check_enqueued(e, space, f"sweep.enqueue[{i}]") for i, e in enumerate(enqueue)]
+    _check_candidates(space, overrides)
+
+    sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
+    storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
+    return SweepSettings(
+        study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
+        pruner=raw["pruner"], startup_trials=startup, seed=int(raw.get("seed") or 0),
+        max_failures=_int(raw, "max_failures", 1), heartbeat_interval=heartbeat, grace_period=grace,
+        enqueue=enqueue, space=space, trial=trial, overrides=list(overrides),
+        fingerprint=fingerprint(raw_space, trial, space))

@@ -1,0 +1,91 @@
+"""The Optuna study in real storage: opened or created (refusing a mismatched one), with the
+sampler and pruner the settings name, heartbeats so trials of a dead sweep are retried."""
+import json
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from sweeper.settings import SweepSettings
+from sweeper.space import grid
+from trainers.settings import ConfigError
+
+DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def build_storage(s: SweepSettings, heartbeat: bool = True):
+    """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line."""
+    s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
+    kwargs = {}
+    if heartbeat:
+        kwargs = dict(heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=s.max_failures))
+    try:
+        return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+    except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError("sweep.storage", s.storage, f"cannot be opened: {first[:200]}") from None
+
+
+def build_sampler(s: SweepSettings):
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(s.space), seed=s.seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=s.seed)
+
+
+def build_pruner(s: SweepSettings):
+    """The storage keeps no pruner: every process that loads the study must build this again."""
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials, n_warmup_steps=0)
+    if s.pruner == "hyperband":
+        max_steps = s.trial.train.max_steps
+        return optuna.pruners.HyperbandPruner(min_resource=s.trial.train.eval_steps,
+                                              max_resource=max_steps if max_steps > 0 else "auto")
+    return optuna.pruners.NopPruner()
+
+
+def _differences(stored: dict, current: dict) -> list[str]:
+    keys = sorted(set(stored) | set(current))
+    return [f"{k} ({json.dumps(stored.get(k))} → {json.dumps(current.get(k))})" for k in keys
+            if stored.get(k) != current.get(k)]
+
+
+def check_existing(storage, s: SweepSettings) -> None:
+    """Refuse, before touching it, a study whose direction or configuration differs."""
+    try:
+        study_id = storage.get_study_id_from_name(s.study_name)
+    except KeyError:
+        return
+    directions = storage.get_study_directions(study_id)
+    if directions != [DIRECTION]:
+        names = ", ".join(d.name.lower() for d in directions)
+        raise ConfigError("sweep.study_name", s.study_name, f"exists with direction {names}; this sweep minimizes "
+                          "eval loss: choose another sweep.study_name")
+    stored = storage.get_study_user_attrs(study_id).get("fingerprint")
+    if stored is not None and stored != s.fingerprint:
+        diff = _differences(stored, s.fingerprint)
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise ConfigError("sweep.study_name", s.study_name, f"exists with a different search space or fixed "
+                          f"config: {shown}. Restore them or choose another sweep.study_name")
+
+
+def open_study(s: SweepSettings, storage) -> optuna.Study:
+    check_existing(storage, s)
+    study = optuna.create_study(study_name=s.study_name, storage=storage, sampler=build_sampler(s),
+                                pruner=build_pruner(s), direction="minimize", load_if_exists=True)
+    if "fingerprint" not in study.user_attrs:
+        study.set_user_attr("fingerprint", s.fingerprint)
+    for params in s.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def counts(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    by_state = {state: sum(t.state == state for t in trials) for state in TrialState}
+    return {"complete": by_state[TrialState.COMPLETE], "pruned": by_state[TrialState.PRUNED],
+            "failed": by_state[TrialState.FAIL], "running": by_state[TrialState.RUNNING],
+            "finished": by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]}

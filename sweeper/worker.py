@@ -1,0 +1,99 @@
+"""One trial in its own process (own CUDA context, freed on exit): re-attaches to the study's
+trial, runs the trainers job with a callback that reports eval loss and prunes, writes result.json.
+`python -m sweeper.worker TRIAL_DIR/job.json` — started by sweeper.launch, not by hand."""
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """A SIGKILLed sweep must not leave its trial training on: the kernel kills us with it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return  # not Linux: the heartbeat's grace period still catches the orphan's trial
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def trial_callback(trial, progress_path: Path):
+    """Reports each eval loss to the study and stops training when the pruner says so, or when
+    the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values)."""
+    import optuna
+    from transformers import TrainerCallback
+
+    class ReportAndPrune(TrainerCallback):
+        def __init__(self):
+            self.last_write = 0.0
+            self.step = 0
+            self.eval_loss = None
+
+        def _progress(self, state, force=False):
+            now = time.monotonic()
+            if force or now - self.last_write > 1.0:
+                self.last_write = now
+                tmp = progress_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"step": state.global_step, "max_steps": state.max_steps,
+                                           "eval_loss": self.eval_loss}))
+                tmp.replace(progress_path)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step = state.global_step
+            self._progress(state)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            loss, self.step = float(metrics["eval_loss"]), state.global_step
+            self.eval_loss = loss
+            self._progress(state, force=True)
+            if math.isfinite(loss):
+                trial.report(loss, self.step)
+            if not math.isfinite(loss) or trial.should_prune():
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.run.summary.update({"state": "pruned", "pruned_at_step": self.step, "eval_loss": loss})
+                raise optuna.TrialPruned(f"pruned at step {self.step} (eval_loss {loss:.4f})")
+
+    return ReportAndPrune()
+
+
+def main(job_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    die_with_parent(job["parent_pid"])
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import optuna
+
+    from sweeper.settings import sweep_settings
+    from sweeper.study import build_pruner
+    from trainers import quiet
+    from trainers.config import compose_config
+    from trainers.settings import trial_settings
+
+    s = sweep_settings(job["sweep_overrides"])
+    study = optuna.load_study(study_name=s.study_name, storage=s.storage, pruner=build_pruner(s))
+    trial = optuna.trial.Trial(study, job["trial_id"])
+    settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
+    trial_dir = Path(job["trial_dir"])
+    quiet.install()
+    from trainers.sft import run_trial
+
+    callback = trial_callback(trial, trial_dir / "progress.json")
+    try:
+        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}})
+        result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"]}
+    except optuna.TrialPruned as e:
+        print(e, flush=True)
+        result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}
+    (trial_dir / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
