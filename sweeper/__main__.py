@@ -3,6 +3,7 @@ study, run trials one process each until it holds sweep.n_trials finished ones, 
 import os
 import sys
 import time
+import warnings
 
 from trainers.settings import ConfigError
 
@@ -12,9 +13,11 @@ EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 2, 1, 130
 def prepare(overrides: list[str]):
     """Every check that can refuse the sweep, before the study is opened or changed."""
     from sweeper.settings import sweep_settings
+    from trainers import quiet
     from trainers.sft import prepare_inputs
 
     s = sweep_settings(overrides)
+    quiet.install()
     prepare_inputs(s.trial)  # model reachable, data schema, max_length; builds the tiny default once
     return s
 
@@ -34,7 +37,7 @@ def tell(study, trial, outcome) -> None:
 
 def run_sweep(s) -> int:
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
     from sweeper.launch import run_trial_process, trial_overrides
     from sweeper.report import final_report
@@ -42,6 +45,10 @@ def run_sweep(s) -> int:
     from sweeper.study import build_storage, counts, open_study
     from sweeper.view import LiveView
 
+    # We drive ask/tell ourselves and send heartbeats from the launcher, which optuna calls
+    # "experimental" and warns about on every ask.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     storage = build_storage(s)
     study = open_study(s, storage)
     view = LiveView(s.n_trials)
@@ -60,13 +67,13 @@ def run_sweep(s) -> int:
         overrides = trial_overrides(s, trial.number, to_overrides(values, s.space))
         trial.set_user_attr("value_overrides", to_overrides(values, s.space))
         trial.set_user_attr("output_dir", str(s.dir / "trials" / str(trial.number)))
-        view.start(trial.number, values, c, RetryFailedTrialCallback.retried_trial_number(study.trials[trial.number]))
+        view.start(trial.number, values, c, storage.get_trial(trial._trial_id).system_attrs.get("failed_trial"))
         start = time.monotonic()
         try:
             outcome = run_trial_process(s, storage, trial, values, overrides, view)
         except KeyboardInterrupt:
             frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            RetryFailedTrialCallback(max_retry=s.max_failures)(study, frozen)  # its values run first next time
+            Retry(max_retry=s.max_failures)(study, frozen)  # its values run first next time
             view.note(f"\ninterrupted: trial {trial.number} will run again; rerun the same command to continue")
             return EXIT_INTERRUPTED
         tell(study, trial, outcome)

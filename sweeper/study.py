@@ -1,9 +1,10 @@
 """The Optuna study in real storage: opened or created (refusing a mismatched one), with the
 sampler and pruner the settings name, heartbeats so trials of a dead sweep are retried."""
 import json
+import warnings
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweeper.settings import SweepSettings
@@ -14,15 +15,15 @@ DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def build_storage(s: SweepSettings, heartbeat: bool = True):
+def build_storage(s: SweepSettings):
     """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line."""
     s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
-    kwargs = {}
-    if heartbeat:
-        kwargs = dict(heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=s.max_failures))
     try:
-        return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures)
+            return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=s.heartbeat_interval,
+                              grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError("sweep.storage", s.storage, f"cannot be opened: {first[:200]}") from None

@@ -1,0 +1,89 @@
+"""The search space as data: YAML entries → trial.suggest_* (checked with optuna's FixedTrial)
+→ Hydra overrides; bad spaces are refused with the key that is wrong."""
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from sweeper.settings import sweep_settings
+from sweeper.space import check_enqueued, parse_space, suggest, to_overrides
+from trainers.config import compose_config
+from trainers.settings import ConfigError, trial_settings
+
+
+def space_of(name: str):
+    return parse_space(OmegaConf.to_container(compose_config([f"search={name}"]).search))
+
+
+def test_default_space_ties_alpha_to_rank():
+    space = space_of("qlora")
+    trial = optuna.trial.FixedTrial({"lora_r": 16, "lora_dropout": 0.12, "quant_bits": 8})
+    values = suggest(trial, space)
+    assert values == {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.12, "quant_bits": 8}
+    assert trial.user_attrs["lora_alpha"] == 32  # tied: a user attribute, not an Optuna parameter
+    assert "lora_alpha" not in trial.params
+    assert to_overrides(values, space) == ["lora.r=16", "lora.alpha=32", "lora.dropout=0.12", "quant.bits=8"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["search=qlora_free_alpha"],
+    ["~search.lora_alpha", "+search.lora_alpha={type: int, low: 8, high: 128, log: true, target: lora.alpha}"],
+])
+def test_free_alpha_is_an_optuna_parameter(overrides):
+    space = parse_space(OmegaConf.to_container(compose_config(overrides).search))
+    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_alpha": 48, "lora_dropout": 0.05, "quant_bits": 4})
+    values = suggest(trial, space)
+    assert values["lora_alpha"] == 48 and trial.params["lora_alpha"] == 48
+    assert "lora.alpha=48" in to_overrides(values, space)
+
+
+def test_qlora_lr_space_adds_learning_rate_and_target_modules():
+    space = space_of("qlora_lr")
+    trial = optuna.trial.FixedTrial({"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4,
+                                     "learning_rate": 3e-4, "target_modules": "all-linear"})
+    overrides = to_overrides(suggest(trial, space), space)
+    assert "train.learning_rate=0.0003" in overrides and "lora.target_modules=all-linear" in overrides
+    settings = trial_settings(compose_config(overrides))  # the overrides are a valid trial job
+    assert settings.train.learning_rate == 3e-4 and settings.lora.target_modules == "all-linear"
+
+
+def test_any_key_joins_the_space_by_yaml_alone():
+    extra = "+search.warmup={type: int, low: 0, high: 20, step: 5, target: train.warmup_steps}"
+    s = sweep_settings([extra])
+    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_dropout": 0.1, "quant_bits": 4, "warmup": 15})
+    overrides = to_overrides(suggest(trial, s.space), s.space)
+    assert trial_settings(compose_config(overrides)).train.warmup_steps == 15
+
+
+def test_real_study_samples_inside_the_ranges():
+    space = space_of("qlora")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        values = suggest(study.ask(), space)
+        assert values["lora_r"] in (8, 16, 32) and values["lora_alpha"] == 2 * values["lora_r"]
+        assert 0.05 <= values["lora_dropout"] <= 0.2 and values["quant_bits"] in (4, 8)
+
+
+@pytest.mark.parametrize("spec,key", [
+    ({"x": {"type": "float", "low": 0.2, "high": 0.05, "target": "lora.dropout"}}, "search.x"),
+    ({"x": {"type": "float", "low": 0.1, "high": 0.1, "target": "lora.dropout"}}, "search.x"),
+    ({"x": {"type": "uniform", "low": 0, "high": 1, "target": "lora.dropout"}}, "search.x.type"),
+    ({"x": {"type": "categorical", "choices": [], "target": "lora.r"}}, "search.x.choices"),
+    ({"x": {"type": "float", "low": 0, "high": 1, "log": True, "target": "train.learning_rate"}}, "search.x.low"),
+    ({"x": {"type": "categorical", "choices": [8]}}, "search.x.target"),
+    ({"x": {"type": "tied", "of": "y", "factor": 2, "target": "lora.alpha"}}, "search.x.of"),
+])
+def test_bad_space_names_the_key(spec, key):
+    with pytest.raises(ConfigError) as err:
+        parse_space(spec)
+    assert err.value.key == key
+
+
+def test_enqueued_values_are_checked_against_the_space():
+    space = space_of("qlora")
+    assert check_enqueued({"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 4}, space, "e") == {
+        "lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4}
+    for bad, key in (({"lora_r": 7}, "e.lora_r"), ({"lora_r": 8, "lora_alpha": 64}, "e.lora_alpha"),
+                     ({"rank": 8}, "e.rank"), ({"lora_dropout": 0.5}, "e.lora_dropout")):
+        with pytest.raises(ConfigError) as err:
+            check_enqueued(bad, space, "e")
+        assert err.value.key == key

@@ -1,0 +1,153 @@
+"""The sweep for real: `make sweep` end to end, pruning (on PostgreSQL), pruner=none, and a
+SIGKILLed sweep resumed to exactly n_trials. Real Optuna, real trial processes, W&B offline."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from wandb_files import offline_runs, read_offline_run
+
+pytestmark = pytest.mark.slow
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+GOOD = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.004}"
+LR_SPACE = "+search.learning_rate={type: float, low: 1e-6, high: 3.0, log: true, target: train.learning_rate}"
+
+
+@pytest.fixture
+def sweep_args(short_trial, tmp_path):
+    """A short sweep of short trials, writing only under tmp_path."""
+    return short_trial + ["train.warmup_steps=0", f"sweep.dir={tmp_path / 'sweep'}",
+                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t"]
+
+
+def sweep(args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load(storage, name="t"):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_make_sweep_end_to_end(sweep_args, tmp_path):
+    args = sweep_args + ["sweep.n_trials=3"]
+    proc = subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={' '.join(args)}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3 == len(study.trials)
+    baseline = study.trials[0]  # the seed course's recipe, enqueued to run first
+    assert baseline.params == {"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4}
+    assert baseline.user_attrs["lora_alpha"] == 64
+    for t in study.trials:
+        assert set(t.params) == {"lora_r", "lora_dropout", "quant_bits"}
+        assert t.params["lora_r"] in (8, 16, 32) and 0.05 <= t.params["lora_dropout"] <= 0.2
+        assert t.params["quant_bits"] in (4, 8) and t.user_attrs["lora_alpha"] == 2 * t.params["lora_r"]
+
+    runs = {read_offline_run(d).name: read_offline_run(d) for d in offline_runs(tmp_path / "sweep" / "trials")}
+    assert sorted(runs) == [f"trial-{t.number}" for t in study.trials]
+    for t in study.trials:
+        run = runs[f"trial-{t.number}"]
+        assert (run.group, run.job_type) == ("t", "trial")
+        assert run.config["trial"]["lora_r"] == t.params["lora_r"] and run.config["lora"]["r"] == t.params["lora_r"]
+        assert run.summary["state"] == t.state.name.lower()
+        last = t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
+        assert run.summary["eval_loss"] == pytest.approx(last)
+
+    out = proc.stdout
+    assert "trial 0 ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out
+    assert "step 10/20  eval_loss" in out and "to go 0" in out
+    assert "rerun it alone: python -m trainers" in out and (tmp_path / "sweep" / "leaderboard.txt").exists()
+    best = study.best_trial
+    assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
+    assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
+
+
+def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
+    name = f"prune-{uuid.uuid4().hex[:8]}"
+    enqueue = f"sweep.enqueue=[{GOOD},{GOOD[:-1]}, lora_dropout: 0.15}}," \
+              "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 3.0}]"
+    enqueue = enqueue.replace("lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.004, lora_dropout: 0.15",
+                              "lora_dropout: 0.15, quant_bits: 4, learning_rate: 0.004")
+    args = sweep_args + [f"sweep.storage={POSTGRES}", f"sweep.study_name={name}", "sweep.n_trials=3",
+                         "sweep.startup_trials=2", "train.eval_steps=5", LR_SPACE, enqueue]
+    proc = sweep(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(POSTGRES, name)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED], proc.stdout
+    bad = study.trials[2]
+    assert bad.params["learning_rate"] == 3.0
+    stopped_at = max(bad.intermediate_values) if bad.intermediate_values else bad.user_attrs["steps"]
+    assert bad.user_attrs["steps"] == stopped_at < 20
+    trial_dir = tmp_path / "sweep" / "trials" / "2"
+    assert json.loads((trial_dir / "progress.json").read_text())["step"] == stopped_at  # training really stopped
+    assert not (trial_dir / "adapter_model.safetensors").exists()
+    (run_dir,) = offline_runs(trial_dir)
+    run = read_offline_run(run_dir)
+    assert run.summary["state"] == "pruned" and run.summary["pruned_at_step"] == stopped_at
+    assert max(h.get("train/global_step", 0) for h in run.history) == stopped_at
+    optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_pruner_none_prunes_nothing(sweep_args, tmp_path):
+    slow = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 1e-6}"
+    args = sweep_args + ["sweep.pruner=none", "sweep.n_trials=2", "sweep.startup_trials=1", "train.eval_steps=5",
+                         LR_SPACE, f"sweep.enqueue=[{GOOD},{slow}]"]
+    proc = sweep(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    lagging = study.trials[1]
+    assert lagging.user_attrs["steps"] == 20 and lagging.value > study.trials[0].value
+
+
+def wait_for(predicate, timeout=300, every=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
+    args = sweep_args + ["sweep.n_trials=3", "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    trial1 = tmp_path / "sweep" / "trials" / "1"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for(lambda: (trial1 / "progress.json").exists())  # trial 1 is training
+    before = load(url).trials[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load(url).trials[1].state == TrialState.RUNNING
+    time.sleep(1)
+    alive = subprocess.run(["pgrep", "-f", str(trial1 / "job.json")], capture_output=True, text=True).stdout
+    assert alive.strip() == "", "the trial process died with its sweep"
+
+    resumed = sweep(args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    study = load(url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    killed = study.trials[1]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retries) == 1 and retries[0].params == killed.params  # tried again, once
+    assert study.trials[0].value == before.value and study.trials[0].state == before.state
+    assert "retry of trial 1" in resumed.stdout
+
+    again = sweep(args)  # already complete: nothing more runs
+    assert again.returncode == 0 and len(load(url).trials) == len(study.trials)
+    assert "3/3 trials finished" in again.stdout

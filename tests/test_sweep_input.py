@@ -1,0 +1,91 @@
+"""Bad sweep input is refused before any training: one line naming the key, the bad value and
+what is allowed, exit code 2, the study untouched. Also: the fingerprint refusal."""
+import optuna
+import pytest
+
+from sweeper.__main__ import main
+from sweeper.settings import sweep_settings
+from sweeper.study import build_storage, check_existing, open_study
+from trainers.settings import ConfigError
+
+
+@pytest.fixture
+def sweep_args(short_trial, tmp_path):
+    return short_trial + [f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}",
+                          "sweep.study_name=t"]
+
+
+def refused(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("search.lora_dropout.low=0.3", "search.lora_dropout"),            # inverted range
+    ("search.lora_dropout.high=0.05", "search.lora_dropout"),           # empty range
+    ("search.lora_r.choices=[8,0,32]", "search.lora_r"),                # a bad rank
+    ("search.quant_bits.choices=[4,16]", "search.quant_bits"),
+    ("search.quant_bits.choices=[4,none]", "search.quant_bits"),
+    ("sweep.sampler=annealing", "sweep.sampler"), ("sweep.pruner=sometimes", "sweep.pruner"),
+    ("sweep.n_trials=0", "sweep.n_trials"), ("sweep.max_failures=0", "sweep.max_failures"),
+    ("sweep.enqueue=[{lora_r: 7}]", "sweep.enqueue[0].lora_r"),
+    ("+search.batch={type: categorical, choices: [8, 16], target: train.per_device_train_batch_size}", "search.batch"),
+    ("+search.x={type: categorical, choices: [1, 2], target: lora.rank}", "search.x"),   # no such key
+    ("lora.dropout=1.5", "lora.dropout"),                                  # the trial job's own checks
+    ("train.max_length=8", "train.max_length"),
+    ("model.name_or_path=/nonexistent/model", "model.name_or_path"),
+])
+def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, capsys):
+    line = refused(sweep_args + ["model.build=null", override], capsys)
+    assert line.startswith(f"error: {key}="), line
+    assert not (tmp_path / "study.db").exists(), "refused before the storage was touched"
+
+
+def test_grid_needs_discrete_values(sweep_args, capsys):
+    assert refused(sweep_args + ["sweep.sampler=grid"], capsys).startswith("error: search.lora_dropout.step=")
+
+
+def test_varying_batch_is_allowed_without_pruning():
+    s = sweep_settings(["sweep.pruner=none", "+search.batch={type: categorical, choices: [8, 16], "
+                                             "target: train.per_device_train_batch_size}"])
+    assert [p.name for p in s.space][-1] == "batch"
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent-dir/deeper/study.db", "postgresql://postgres@127.0.0.1:1/test"])
+def test_storage_that_cannot_be_opened(url, sweep_args, capsys):
+    line = refused(sweep_args + [f"sweep.storage={url}"], capsys)
+    assert line.startswith(f"error: sweep.storage='{url}': cannot be opened")
+
+
+def test_existing_study_with_other_direction_is_left_alone(sweep_args, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="t", storage=url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    line = refused(sweep_args, capsys)
+    assert "direction maximize" in line and "sweep.study_name='t'" in line
+    again = optuna.load_study(study_name="t", storage=url)
+    assert len(again.trials) == 1 and again.user_attrs == {}
+
+
+def test_fingerprint_refuses_a_changed_space_or_fixed_config(sweep_args):
+    s = sweep_settings(sweep_args)
+    open_study(s, build_storage(s))
+    # Extending the study, or changing W&B settings, is the same study.
+    check_existing(build_storage(s), sweep_settings(sweep_args + ["sweep.n_trials=20", "tracking.project=other"]))
+    for change, named in (("train.learning_rate=0.01", "train.learning_rate"),
+                          ("search.lora_dropout.high=0.3", "search.lora_dropout.high"),
+                          ("data.eval_size=32", "data.eval_size")):
+        changed = sweep_settings(sweep_args + [change])
+        with pytest.raises(ConfigError) as err:
+            check_existing(build_storage(changed), changed)
+        assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
+    s = sweep_settings(sweep_args)
+    open_study(s, build_storage(s))
+    line = refused(sweep_args + ["train.learning_rate=0.01"], capsys)
+    assert "train.learning_rate (0.002 → 0.01)" in line
