@@ -2,6 +2,7 @@
 for the live view, and its outcome (result.json, or the last lines of its log on failure)."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,9 +27,12 @@ def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str]) 
                                f"tracking.run_name=trial-{number}", "tracking.job_type=trial"]
 
 
-def _last_lines(log: Path, n: int = 1) -> str:
+def failure_line(log: Path) -> str:
+    """The exception line of a failed trial's traceback (else its last line), cut to 300 chars."""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "no output"
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", line)]
+    line = (errors or lines or ["no output"])[-1]
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def run_trial_process(s: SweepSettings, storage, trial, values: dict, overrides: list[str], view: LiveView) -> Outcome:
@@ -61,4 +65,4 @@ def run_trial_process(s: SweepSettings, storage, trial, values: dict, overrides:
     if proc.returncode == 0 and result_path.exists():
         r = json.loads(result_path.read_text())
         return Outcome(r["state"], r["value"], r["steps"])
-    return Outcome("failed", None, 0, f"exit {proc.returncode}: {_last_lines(log)}")
+    return Outcome("failed", None, 0, f"exit {proc.returncode}: {failure_line(log)}")

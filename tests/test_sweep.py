@@ -151,3 +151,14 @@ def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
     again = sweep(args)  # already complete: nothing more runs
     assert again.returncode == 0 and len(load(url).trials) == len(study.trials)
     assert "3/3 trials finished" in again.stdout
+
+
+def test_consecutive_failures_stop_the_sweep(sweep_args, tmp_path):
+    """An optimizer name transformers rejects inside every trial: the sweep stops, it does not loop."""
+    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.max_failures=2", "train.optim=no_such_optimizer"])
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 trials failed in a row (sweep.max_failures=2)") and "trial.log" in last
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert "no_such_optimizer" in study.trials[1].user_attrs["fail_reason"]

@@ -89,3 +89,15 @@ def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
     open_study(s, build_storage(s))
     line = refused(sweep_args + ["train.learning_rate=0.01"], capsys)
     assert "train.learning_rate (0.002 → 0.01)" in line
+
+
+def test_pruners_and_samplers_fit_the_sweep():
+    from sweeper.study import build_pruner, build_sampler
+
+    s = sweep_settings(["sweep.pruner=hyperband", "train.max_steps=40", "train.eval_steps=10"])
+    hyperband = build_pruner(s)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert (hyperband._min_resource, hyperband._max_resource) == (10, 40)
+    s = sweep_settings([])  # 8 trials: optuna's defaults (5 and 10 startup trials) would prune nothing
+    assert build_pruner(s)._n_startup_trials == 2 and build_sampler(s)._n_startup_trials == 2
+    assert isinstance(build_pruner(sweep_settings(["sweep.pruner=none"])), optuna.pruners.NopPruner)

@@ -1,6 +1,6 @@
 """The one validated, typed object a trial runs from. Built from Hydra's composed config;
 nothing below this module reads the raw config. Pure Python: no torch, no GPU libraries."""
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +98,6 @@ class TrialSettings:
     output_dir: Path
     cache_dir: Path
     resolved: dict  # the composed config, resolved, as saved beside the adapter
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "resolved"}
 
 
 def _section(cfg: DictConfig, name: str, cls):
