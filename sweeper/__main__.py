@@ -1,6 +1,7 @@
 """`python -m sweeper [hydra overrides]` (what `make sweep` runs): validate everything, open the
 study, run trials one process each until it holds sweep.n_trials finished ones, report."""
 import os
+import signal
 import sys
 import time
 import warnings
@@ -88,8 +89,13 @@ def run_sweep(s) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
     try:
         s = prepare(argv)
         return run_sweep(s)

@@ -162,3 +162,23 @@ def test_consecutive_failures_stop_the_sweep(sweep_args, tmp_path):
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert "no_such_optimizer" in study.trials[1].user_attrs["fail_reason"]
+
+
+def test_interrupted_sweep_reruns_the_trial(sweep_args, tmp_path):
+    """Ctrl-C (or `kill`, SIGTERM) fails the running trial and enqueues its values to run first."""
+    args = sweep_args + ["sweep.n_trials=1", "tracking.mode=disabled"]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (tmp_path / "sweep" / "trials" / "0" / "progress.json").exists())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: trial 0 will run again" in out
+    first, retry = load(url).trials
+    assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == first.params
+
+    resumed = sweep(args)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    trials = load(url).trials
+    assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE and trials[1].params == first.params
