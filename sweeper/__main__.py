@@ -36,13 +36,38 @@ def tell(study, trial, outcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
+def run_one(s, study, storage, view, processes, tally: dict):
+    """Ask for a trial, run it in a process, tell the study its outcome."""
+    from sweeper.launch import run_trial_process, trial_overrides
+    from sweeper.space import suggest, to_overrides
+
+    trial = study.ask()
+    values = suggest(trial, s.space)
+    value_overrides = to_overrides(values, s.space)
+    trial.set_user_attr("value_overrides", value_overrides)
+    trial.set_user_attr("output_dir", str(s.dir / "trials" / str(trial.number)))
+    view.start(trial.number, values, tally, storage.get_trial(trial._trial_id).system_attrs.get("failed_trial"))
+    start = time.monotonic()
+    try:
+        outcome = run_trial_process(s, storage, trial, values, trial_overrides(s, trial.number, value_overrides),
+                                    view, processes, keep_spare=tally["finished"] + 1 < s.n_trials)
+    except KeyboardInterrupt:
+        import optuna
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+        frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        Retry(max_retry=s.max_failures)(study, frozen)  # its values run first next time
+        view.note(f"\ninterrupted: trial {trial.number} will run again; rerun the same command to continue")
+        raise
+    tell(study, trial, outcome)
+    return trial, outcome, time.monotonic() - start
+
+
 def run_sweep(s) -> int:
     import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
-    from sweeper.launch import run_trial_process, trial_overrides
+    from sweeper.launch import TrialProcesses
     from sweeper.report import final_report
-    from sweeper.space import suggest, to_overrides
     from sweeper.study import build_storage, counts, open_study
     from sweeper.view import LiveView
 
@@ -54,37 +79,28 @@ def run_sweep(s) -> int:
     study = open_study(s, storage)
     view = LiveView(s.n_trials)
     view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; storage {s.storage}")
+    processes = TrialProcesses(s)
     failures = 0
-    while True:
-        optuna.storages.fail_stale_trials(study)  # a dead sweep's RUNNING trials: failed, then retried
-        c = counts(study)
-        if c["finished"] >= s.n_trials:
-            break
-        if c["finished"] + c["running"] >= s.n_trials:  # another worker holds the rest: wait for it
-            time.sleep(s.heartbeat_interval)
-            continue
-        trial = study.ask()
-        values = suggest(trial, s.space)
-        overrides = trial_overrides(s, trial.number, to_overrides(values, s.space))
-        trial.set_user_attr("value_overrides", to_overrides(values, s.space))
-        trial.set_user_attr("output_dir", str(s.dir / "trials" / str(trial.number)))
-        view.start(trial.number, values, c, storage.get_trial(trial._trial_id).system_attrs.get("failed_trial"))
-        start = time.monotonic()
-        try:
-            outcome = run_trial_process(s, storage, trial, values, overrides, view)
-        except KeyboardInterrupt:
-            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            Retry(max_retry=s.max_failures)(study, frozen)  # its values run first next time
-            view.note(f"\ninterrupted: trial {trial.number} will run again; rerun the same command to continue")
-            return EXIT_INTERRUPTED
-        tell(study, trial, outcome)
-        view.end(trial.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - start,
-                 counts(study), outcome.reason)
-        failures = failures + 1 if outcome.state == "failed" else 0
-        if failures >= s.max_failures:
-            print(f"error: {failures} trials failed in a row (sweep.max_failures={s.max_failures}); last: "
-                  f"{outcome.reason}; log: {s.dir / 'trials' / str(trial.number) / 'trial.log'}", file=sys.stderr)
-            return EXIT_FAILURES
+    try:
+        while True:
+            optuna.storages.fail_stale_trials(study)  # a dead sweep's RUNNING trials: failed, then retried
+            c = counts(study)
+            if c["finished"] >= s.n_trials:
+                break
+            if c["finished"] + c["running"] >= s.n_trials:  # another worker holds the rest: wait for it
+                time.sleep(s.heartbeat_interval)
+                continue
+            trial, outcome, seconds = run_one(s, study, storage, view, processes, c)
+            view.end(trial.number, outcome.state, outcome.value, outcome.steps, seconds, counts(study), outcome.reason)
+            failures = failures + 1 if outcome.state == "failed" else 0
+            if failures >= s.max_failures:
+                print(f"error: {failures} trials failed in a row (sweep.max_failures={s.max_failures}); last: "
+                      f"{outcome.reason}; log: {s.dir / 'trials' / str(trial.number) / 'trial.log'}", file=sys.stderr)
+                return EXIT_FAILURES
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        processes.close()
     print(final_report(study, s))
     return 0
 

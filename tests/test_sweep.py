@@ -128,12 +128,14 @@ def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
                             stderr=subprocess.DEVNULL)
     wait_for(lambda: (trial1 / "progress.json").exists())  # trial 1 is training
     before = load(url).trials[0]
+    workers = subprocess.run(["pgrep", "-f", f"sweeper.worker {proc.pid}"], capture_output=True, text=True).stdout
+    assert len(workers.split()) == 2, "trial 1's process and the spare for trial 2"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert load(url).trials[1].state == TrialState.RUNNING
     time.sleep(1)
-    alive = subprocess.run(["pgrep", "-f", str(trial1 / "job.json")], capture_output=True, text=True).stdout
-    assert alive.strip() == "", "the trial process died with its sweep"
+    workers = subprocess.run(["pgrep", "-f", f"sweeper.worker {proc.pid}"], capture_output=True, text=True).stdout
+    assert workers.strip() == "", "the trial process (and the spare) died with their sweep"
 
     resumed = sweep(args)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -157,8 +159,8 @@ def test_consecutive_failures_stop_the_sweep(sweep_args, tmp_path):
     """An optimizer name transformers rejects inside every trial: the sweep stops, it does not loop."""
     proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.max_failures=2", "train.optim=no_such_optimizer"])
     assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 2 trials failed in a row (sweep.max_failures=2)") and "trial.log" in last
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: 2 trials failed in a row (sweep.max_failures=2)") and "trial.log" in line
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert "no_such_optimizer" in study.trials[1].user_attrs["fail_reason"]
