@@ -81,7 +81,9 @@ def fingerprint(raw_space: dict, trial: TrialSettings, space: list[Param]) -> di
     return {**_flatten("search", raw_space, {}), **fixed}
 
 
-def sweep_settings(overrides: list[str]) -> SweepSettings:
+def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSettings:
+    """check_values=False skips composing a trial config per choice and range end (~1 s): for a
+    trial process, whose sweep already checked the same overrides."""
     cfg = compose_config(overrides)
     raw = OmegaConf.to_container(cfg.sweep, resolve=True)
     raw_space = OmegaConf.to_container(cfg.search, resolve=True)
@@ -116,7 +118,8 @@ def sweep_settings(overrides: list[str]) -> SweepSettings:
     if not isinstance(enqueue, list):
         raise ConfigError("sweep.enqueue", enqueue, "a list of {parameter: value} mappings")
     enqueue = [check_enqueued(e, space, f"sweep.enqueue[{i}]") for i, e in enumerate(enqueue)]
-    _check_candidates(space, overrides)
+    if check_values:
+        _check_candidates(space, overrides)
 
     sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
     storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"

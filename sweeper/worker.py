@@ -104,7 +104,7 @@ def main(parent_pid: int) -> int:
     from trainers.config import compose_config
     from trainers.settings import trial_settings
 
-    s = sweep_settings(job["sweep_overrides"])
+    s = sweep_settings(job["sweep_overrides"], check_values=False)
     study = optuna.load_study(study_name=s.study_name, storage=s.storage, pruner=build_pruner(s))
     trial = optuna.trial.Trial(study, job["trial_id"])
     settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
