@@ -45,6 +45,21 @@ def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
     return shlex.join(["python", "-m", "trainers", *user, *values, f"output_dir={out}"])
 
 
+def what_mattered(study, n_complete: int) -> list[str]:
+    """Optuna's fANOVA parameter importances over the complete trials (pruned ones carry no final
+    loss); too few trials make them noise, so none are shown below 3."""
+    import optuna
+
+    if n_complete < 3:
+        return []
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):  # e.g. every complete trial has the same values
+        return []
+    shown = ", ".join(f"{name} {share:.0%}" for name, share in importances.items())
+    return [f"what mattered (fANOVA over {n_complete} complete trials): {shown}"]
+
+
 def final_report(study, s: SweepSettings) -> str:
     trials = study.get_trials(deepcopy=False)
     text = [f"study {s.study_name!r} in {s.storage}", leaderboard(trials, s)]
@@ -59,6 +74,7 @@ def final_report(study, s: SweepSettings) -> str:
         text += [f"best: trial {best.number}, eval_loss {best.value:.4f}: {format_values(trial_values(best, s))}",
                  f"best adapter: {adapter}  (also {link})",
                  f"rerun it alone: {rerun_command(best, s)}"]
+        text += what_mattered(study, len(complete))
     else:
         text.append("no trial completed yet")
     report = "\n".join(text)

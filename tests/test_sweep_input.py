@@ -101,3 +101,26 @@ def test_pruners_and_samplers_fit_the_sweep():
     s = sweep_settings([])  # 8 trials: optuna's defaults (5 and 10 startup trials) would prune nothing
     assert build_pruner(s)._n_startup_trials == 2 and build_sampler(s)._n_startup_trials == 2
     assert isinstance(build_pruner(sweep_settings(["sweep.pruner=none"])), optuna.pruners.NopPruner)
+
+
+def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
+    from sweeper.report import final_report
+
+    s = sweep_settings([f"sweep.dir={tmp_path}"])
+    study = optuna.create_study()
+    dists = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
+             "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
+    for i, (r, dropout, loss) in enumerate([(8, 0.1, 2.0), (16, 0.1, 1.5), (32, 0.1, 1.0), (32, 0.15, 1.05)]):
+        (tmp_path / f"t{i}").mkdir()
+        study.add_trial(optuna.trial.create_trial(
+            params={"lora_r": r, "lora_dropout": dropout}, distributions=dists, value=loss,
+            user_attrs={"lora_alpha": 2 * r, "steps": 40, "output_dir": str(tmp_path / f"t{i}"),
+                        "value_overrides": [f"lora.r={r}", f"lora.alpha={2 * r}", f"lora.dropout={dropout}"]}))
+    report = final_report(study, s).splitlines()
+    rows = [line.split()[0] for line in report[3:7]]
+    assert rows == ["2", "3", "1", "0"]  # best first
+    assert "best: trial 2, eval_loss 1.0000: lora_r=32 lora_alpha=64 lora_dropout=0.1" in report
+    assert any(line.startswith("rerun it alone: python -m trainers lora.r=32 lora.alpha=64") for line in report)
+    (mattered,) = [line for line in report if line.startswith("what mattered")]
+    assert "lora_r" in mattered and "over 4 complete trials" in mattered
+    assert (tmp_path / "best").resolve() == tmp_path / "t2"
