@@ -73,7 +73,7 @@ def run_trial_process(s: SweepSettings, storage, trial, values: dict, overrides:
            "trial_overrides": overrides, "values": values}
     (trial_dir / "job.json").write_text(json.dumps(job, indent=2))
     log = trial_dir / "trial.log"
-    log.write_text("")  # the worker appends its output here once it has the job
+    log.write_text("")  # the worker redirects its output here once it has the job
     proc = processes.take(keep_spare)
     proc.stdin.write(f"{trial_dir / 'job.json'}\n")
     proc.stdin.close()
