@@ -7,6 +7,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
+from trainers.tracking import resolve_mode
 
 ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
 
@@ -77,6 +78,9 @@ def final_report(study, s: SweepSettings) -> str:
         text += what_mattered(study, len(complete))
     else:
         text.append("no trial completed yet")
+    if resolve_mode(s.trial.tracking) == "offline":
+        text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
+                    f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-*")
     report = "\n".join(text)
     (s.dir / "leaderboard.txt").write_text(report + "\n")
     return report

@@ -67,6 +67,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert "trial 0 ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out
     assert "step 10/20  eval_loss" in out and "to go 0" in out
     assert "rerun it alone: python -m trainers" in out and (tmp_path / "sweep" / "leaderboard.txt").exists()
+    assert f"wandb sync {tmp_path / 'sweep' / 'trials'}/*/wandb/offline-run-*" in out
     best = study.best_trial
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
