@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from sweeper.settings import SweepSettings
 from sweeper.space import grid
-from trainers.settings import ConfigError
+from trainers.settings import ConfigError, first_line
 
 DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -25,8 +25,7 @@ def build_storage(s: SweepSettings):
             return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=s.heartbeat_interval,
                               grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError("sweep.storage", s.storage, f"cannot be opened: {first[:200]}") from None
+        raise ConfigError("sweep.storage", s.storage, f"cannot be opened: {first_line(e)[:200]}") from None
 
 
 def build_sampler(s: SweepSettings):

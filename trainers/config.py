@@ -6,7 +6,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from trainers.settings import ConfigError
+from trainers.settings import ConfigError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -17,6 +17,6 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = first_line(e)
         named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
         raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None

@@ -2,7 +2,7 @@
 schema and splits it into train and a fixed, seeded eval subset."""
 from pathlib import Path
 
-from trainers.settings import ConfigError, DataSettings
+from trainers.settings import ConfigError, DataSettings, first_line
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SCHEMAS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
@@ -32,7 +32,7 @@ def _load(data: DataSettings, cache_dir: Path):
         except ValueError as e:
             if "corresponds to no data" in str(e):  # datasets' words for a file without rows
                 raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}") from None
-            raise ConfigError(key, data.name_or_path, f"could not be read: {str(e).splitlines()[0]}") from None
+            raise ConfigError(key, data.name_or_path, f"could not be read: {first_line(e)}") from None
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             ds = load_from_disk(str(path))  # a folder written by save_to_disk
@@ -44,8 +44,7 @@ def _load(data: DataSettings, cache_dir: Path):
     try:
         return load_dataset(data.name_or_path, data.config_name, cache_dir=str(cache_dir))
     except Exception as e:  # hub errors vary by cause (offline, gated, missing); the user needs one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(key, data.name_or_path, f"could not be loaded from the hub: {first}") from None
+        raise ConfigError(key, data.name_or_path, f"could not be loaded from the hub: {first_line(e)}") from None
 
 
 def detect_format(columns: list[str], data: DataSettings) -> str:

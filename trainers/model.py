@@ -1,5 +1,5 @@
 """Builders for one trial's model: quantization config, the k-bit base model, the LoRA config."""
-from trainers.settings import ConfigError, LoraSettings, ModelSettings, QuantSettings
+from trainers.settings import ConfigError, LoraSettings, ModelSettings, QuantSettings, first_line
 
 
 def compute_dtype():
@@ -38,9 +38,8 @@ def check_model_exists(model: ModelSettings) -> None:
     try:
         AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError("model.name_or_path", model.name_or_path,
-                          f"not a local model folder or a reachable hub model ({first[:160]})") from None
+                          f"not a local model folder or a reachable hub model ({first_line(e)[:160]})") from None
 
 
 def disable_cpu_avx512bf16(model) -> int:

@@ -19,6 +19,11 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r}: {allowed}")
 
 
+def first_line(error: BaseException) -> str:
+    """A library exception in one line: its message's first line, or its type's name."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     name_or_path: str
