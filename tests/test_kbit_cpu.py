@@ -56,17 +56,21 @@ def lora_grads_after_eval(tiny_model, workaround: bool, dequantized_reference: b
             net(**batch)  # the eval pass that, unpatched, repacks 4-bit weights in place
         net.train()
         net(**batch, labels=batch["input_ids"]).loss.backward()
-        grads.append({n: p.grad.float() for n, p in net.named_parameters() if p.requires_grad})
+        # None where no gradient reached the parameter: on some AVX512-BF16 CPUs that is how the bug shows.
+        grads.append({n: None if p.grad is None else p.grad.float() for n, p in net.named_parameters()
+                      if p.requires_grad})
     return grads
 
 
 def relative_errors(grads, ref):
-    return {n: ((g - ref[n]).norm() / ref[n].norm()).item() for n, g in grads.items()}
+    """Per parameter: |g - ref| / |ref|; a missing gradient is a total error (inf)."""
+    return {n: float("inf") if g is None else ((g - ref[n]).norm() / ref[n].norm()).item() for n, g in grads.items()}
 
 
 def test_lora_grads_after_eval_match_dequantized_fp32_reference(tiny_model):
     grads, ref = lora_grads_after_eval(tiny_model, workaround=True)
     assert grads.keys() == ref.keys() and len(grads) == 2 * 3 * 2
+    assert all(g is not None for g in ref.values())
     errors = relative_errors(grads, ref)
     assert max(errors.values()) < 0.02, errors  # measured here: 0 (CPU 4-bit dequantizes to fp32 exactly)
 
@@ -80,6 +84,7 @@ def test_the_gradient_comparison_sees_quantization_error(tiny_model):
 
 @pytest.mark.skipif(not CPU_HAS_AVX512_BF16, reason="the bug needs a CPU with AVX512-BF16")
 def test_without_workaround_the_grads_are_wrong(tiny_model):
-    """Shows the comparison above can fail: unpatched, the eval pass corrupts the gradients."""
+    """Shows the comparison above can fail: unpatched, the eval pass corrupts the gradients (40-80%
+    off on some CPUs) or drops them entirely (p.grad is None on an AMD EPYC), both counted here."""
     grads, ref = lora_grads_after_eval(tiny_model, workaround=False)
     assert max(relative_errors(grads, ref).values()) > 0.1
