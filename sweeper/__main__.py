@@ -78,7 +78,7 @@ def run_sweep(s) -> int:
     storage = build_storage(s)
     study = open_study(s, storage)
     view = LiveView(s.n_trials)
-    view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; storage {s.storage}")
+    view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; storage {s.storage_shown}")
     processes = TrialProcesses(s)
     failures = 0
     try:

@@ -63,7 +63,7 @@ def what_mattered(study, n_complete: int) -> list[str]:
 
 def final_report(study, s: SweepSettings) -> str:
     trials = study.get_trials(deepcopy=False)
-    text = [f"study {s.study_name!r} in {s.storage}", leaderboard(trials, s)]
+    text = [f"study {s.study_name!r} in {s.storage_shown}", leaderboard(trials, s)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = study.best_trial

@@ -2,6 +2,7 @@
 own settings, all checked before the study is opened or a trial starts."""
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,21 @@ STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs",
                 "train.gradient_accumulation_steps", "train.max_length")
 # Keys that may change between runs of one study without making its trials incomparable.
 NOT_FINGERPRINTED = ("tracking", "output_dir", "cache_dir")
+
+
+def hide_password(url: str) -> str:
+    """A storage URL as it may be shown or written anywhere: sqlalchemy's rendering, password as ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL sqlalchemy parses: still never show user:secret@
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def is_storage_override(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+~") == "sweep.storage"
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,16 @@ class SweepSettings:
     trial: TrialSettings          # the trial job before the space's values are applied
     overrides: list[str]          # the user's Hydra overrides, handed to every trial process
     fingerprint: dict             # flattened search space + fixed trial config
+
+    @property
+    def storage_shown(self) -> str:
+        return hide_password(self.storage)
+
+    @property
+    def public_overrides(self) -> list[str]:
+        """The user's overrides minus the storage URL (it may hold a password): what a trial
+        process is handed in its job file; the URL itself reaches it through a pipe."""
+        return [o for o in self.overrides if not is_storage_override(o)]
 
     @property
     def fingerprint_hash(self) -> str:

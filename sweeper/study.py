@@ -25,7 +25,7 @@ def build_storage(s: SweepSettings):
             return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=s.heartbeat_interval,
                               grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
-        raise ConfigError("sweep.storage", s.storage, f"cannot be opened: {first_line(e)[:200]}") from None
+        raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}") from None
 
 
 def build_sampler(s: SweepSettings):

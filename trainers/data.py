@@ -7,16 +7,40 @@ from trainers.settings import ConfigError, DataSettings, first_line
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SCHEMAS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
 SYNTHETIC_ROWS = 2000
+# Written only here, like the demo model: a mistyped data path is an error, not new demo data.
+SYNTHETIC_DEFAULT = Path(__file__).resolve().parent.parent / "artifacts" / "data" / "synthetic_prices.jsonl"
 
 
 def ensure_embedded_data(data: DataSettings) -> None:
-    """Write the synthetic price data on first use (data.build=synthetic_prices)."""
-    path = Path(data.name_or_path)
-    if data.build == "synthetic_prices" and not path.exists():
+    """Write the synthetic price data on first use (data.build=synthetic_prices), at its own place."""
+    path = Path(data.name_or_path).expanduser().resolve()
+    if data.build == "synthetic_prices" and path == SYNTHETIC_DEFAULT and not path.exists():
         from trainers.synthetic import price_rows, write_jsonl
 
         print(f"writing {SYNTHETIC_ROWS} SYNTHETIC price rows to {path} (data.build=synthetic_prices)", flush=True)
         write_jsonl(price_rows(SYNTHETIC_ROWS, seed=0), path)
+
+
+def _load_file(path: Path, data: DataSettings, cache_dir: Path):
+    """One .jsonl/.json/.csv/.parquet file; whatever is wrong with it becomes one line."""
+    import datasets
+
+    builder = FILE_BUILDERS[path.suffix]
+    if path.stat().st_size == 0:  # datasets' JSON reader dies with a bare StopIteration
+        raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path} (an empty file)")
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()
+    datasets.logging.get_logger().setLevel(60)  # its own "Failed to load JSON" line: we say it in ours
+    try:
+        return datasets.load_dataset(builder, data_files={"train": str(path)}, cache_dir=str(cache_dir))
+    except Exception as e:  # StopIteration, DatasetGenerationError (cause: ArrowInvalid...), UnicodeDecodeError
+        if "corresponds to no data" in str(e):  # datasets' words for a file without rows
+            raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}") from None
+        cause = e.__cause__ or e.__context__ or e
+        raise ConfigError("data.name_or_path", data.name_or_path,
+                          f"is not a readable {path.suffix} file ({first_line(cause)[:160]})") from None
+    finally:
+        datasets.logging.set_verbosity(level)
 
 
 def _load(data: DataSettings, cache_dir: Path):
@@ -27,17 +51,15 @@ def _load(data: DataSettings, cache_dir: Path):
     if path.suffix in FILE_BUILDERS:
         if not path.is_file():
             raise ConfigError(key, data.name_or_path, "file not found")
-        try:
-            return load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)}, cache_dir=str(cache_dir))
-        except ValueError as e:
-            if "corresponds to no data" in str(e):  # datasets' words for a file without rows
-                raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}") from None
-            raise ConfigError(key, data.name_or_path, f"could not be read: {first_line(e)}") from None
+        return _load_file(path, data, cache_dir)
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             ds = load_from_disk(str(path))  # a folder written by save_to_disk
             return ds if isinstance(ds, DatasetDict) else DatasetDict({"train": ds})
-        return load_dataset(str(path), data.config_name, cache_dir=str(cache_dir))
+        try:
+            return load_dataset(str(path), data.config_name, cache_dir=str(cache_dir))
+        except Exception as e:  # a folder with no data files, or files datasets cannot parse
+            raise ConfigError(key, data.name_or_path, f"is not a dataset folder ({first_line(e)[:160]})") from None
     if data.name_or_path.startswith((".", "/", "~")) or path.suffix:
         raise ConfigError(key, data.name_or_path, "no such file or folder; allowed: a hub dataset id, "
                           "a local folder, or a .jsonl/.json/.csv/.parquet file")
@@ -70,6 +92,12 @@ def load_splits(data: DataSettings, cache_dir: Path):
     if data.eval_split is not None and data.eval_split not in ds:
         raise ConfigError("data.eval_split", data.eval_split, f"allowed: {', '.join(ds)} or null")
     if data.columns:
+        have = ds[data.train_split].column_names
+        lacking = {dst: src for dst, src in data.columns.items() if src not in have}
+        if lacking:
+            dst, src = next(iter(lacking.items()))
+            raise ConfigError(f"data.columns.{dst}", src, f"no such column in {data.name_or_path}; "
+                              f"it has: {', '.join(have)}")
         ds = ds.rename_columns({src: dst for dst, src in data.columns.items()})
     train = ds[data.train_split]
     fmt = detect_format(train.column_names, data)

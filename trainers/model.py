@@ -1,5 +1,5 @@
 """Builders for one trial's model: quantization config, the k-bit base model, the LoRA config."""
-from trainers.settings import ConfigError, LoraSettings, ModelSettings, QuantSettings, first_line
+from trainers.settings import LoraSettings, ModelSettings, QuantSettings
 
 
 def compute_dtype():
@@ -29,17 +29,6 @@ def build_lora(lora: LoraSettings):
 
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=lora.target_modules, bias=lora.bias, task_type="CAUSAL_LM")
-
-
-def check_model_exists(model: ModelSettings) -> None:
-    """Fail in one line, before any weights load, when the model is neither local nor reachable."""
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ConfigError("model.name_or_path", model.name_or_path,
-                          f"not a local model folder or a reachable hub model ({first_line(e)[:160]})") from None
 
 
 def disable_cpu_avx512bf16(model) -> int:

@@ -64,6 +64,7 @@ class TrainSettings:
     gradient_checkpointing: bool
     save_strategy: str
     save_steps: int
+    save_total_limit: int | None
     seed: int
 
 
@@ -102,6 +103,7 @@ class TrialSettings:
     tracking: TrackingSettings
     output_dir: Path
     cache_dir: Path
+    resume_from_checkpoint: Path | None  # a Trainer checkpoint folder: adapter, optimizer, RNG, data position
     resolved: dict  # the composed config, resolved, as saved beside the adapter
 
 
@@ -126,15 +128,20 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+KIND_NAMES = {int: "a whole number", float: "a number"}
+
+
 def _number(values: dict, section: str, key: str, kind: type, minimum: float, strict: bool = True):
     value = values[key]
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{section}.{key}", value, f"must be a {kind.__name__}") from None
+        raise ConfigError(f"{section}.{key}", value, f"must be {KIND_NAMES[kind]}") from None
     ok = number > minimum if strict else number >= minimum
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        ok = False  # int(2.5) would silently become 2
     _check(ok and not isinstance(value, bool), f"{section}.{key}", value,
-           f"must be a {kind.__name__} {'>' if strict else '>='} {minimum}")
+           f"must be {KIND_NAMES[kind]} {'>' if strict else '>='} {minimum}")
     return number
 
 
@@ -175,6 +182,8 @@ def _train(cfg: DictConfig) -> TrainSettings:
     v["num_train_epochs"] = _number(v, "train", "num_train_epochs", float, 0)
     _check(v["save_strategy"] in ("no", "steps", "epoch"), "train.save_strategy", v["save_strategy"],
            "allowed: no, steps, epoch")
+    if v["save_total_limit"] is not None:
+        v["save_total_limit"] = _number(v, "train", "save_total_limit", int, 0)
     return TrainSettings(**v)
 
 
@@ -210,4 +219,13 @@ def trial_settings(cfg: DictConfig) -> TrialSettings:
     return TrialSettings(
         model=model, data=_data(cfg), train=_train(cfg), lora=_lora(cfg), quant=quant,
         tracking=_tracking(cfg), output_dir=Path(cfg.output_dir), cache_dir=Path(cfg.cache_dir),
-        resolved=resolved)
+        resume_from_checkpoint=_checkpoint(cfg.get("resume_from_checkpoint")), resolved=resolved)
+
+
+def _checkpoint(value) -> Path | None:
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    _check((path / "trainer_state.json").is_file(), "resume_from_checkpoint", value,
+           "a Trainer checkpoint folder (output_dir/checkpoint-<step>, with trainer_state.json) or null")
+    return path

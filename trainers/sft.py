@@ -6,8 +6,9 @@ import time
 from omegaconf import OmegaConf
 
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
-from trainers.model import build_lora, check_model_exists, compute_dtype, load_base_model
-from trainers.settings import TrialSettings
+from trainers.model import build_lora, compute_dtype, load_base_model
+from trainers.preflight import check_model_exists, check_structure, check_trainer_names
+from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
 from trainers.tracking import finish_run, start_run
 
 
@@ -19,6 +20,24 @@ def _eval_printer():
             print(f"step {state.global_step}/{state.max_steps}  eval_loss {metrics['eval_loss']:.4f}", flush=True)
 
     return EvalPrinter()
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class ResumableSFTTrainer(SFTTrainer):
+        """On resume, PEFT's load_adapter upcasts the adapter to fp32 while TRL trains a QLoRA adapter
+        in bf16 (measured: peft 0.21, trl 1.16), so the resumed trial would train at another precision
+        than the run it continues. Restore each trainable weight's dtype before the optimizer exists."""
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            dtypes = {n: p.dtype for n, p in self.model.named_parameters() if p.requires_grad}
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            for n, p in self.model.named_parameters():
+                if n in dtypes and p.dtype != dtypes[n]:
+                    p.data = p.data.to(dtypes[n])
+
+    return ResumableSFTTrainer
 
 
 def sft_config(s: TrialSettings, report_to: str):
@@ -39,22 +58,39 @@ def sft_config(s: TrialSettings, report_to: str):
         gradient_checkpointing=t.gradient_checkpointing,
         eval_strategy="steps", eval_steps=t.eval_steps, logging_steps=t.logging_steps,
         # Checkpoints (optimizer state included) only when the config asks for them.
-        save_strategy=t.save_strategy, save_steps=t.save_steps,
+        save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         use_cpu=not cuda, bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         include_num_input_tokens_seen=True)
 
 
-def prepare_inputs(s: TrialSettings):
-    """Everything that can be wrong with the inputs, checked before a weight is loaded."""
+def ensure_model(model: ModelSettings) -> None:
+    """The demo model is built on first use at its own location only; anything else must
+    already be a model (a folder with config and weights, or a reachable hub id)."""
+    from trainers.tiny_model import ensure_tiny_model, is_default_location
+
+    if model.build == "tiny" and is_default_location(model.name_or_path):
+        ensure_tiny_model(model.name_or_path)
+    check_model_exists(model)
+
+
+def load_tokenizer(model: ModelSettings):
     from transformers import AutoTokenizer
 
-    if s.model.build == "tiny":
-        from trainers.tiny_model import ensure_tiny_model
+    try:
+        return AutoTokenizer.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    except Exception as e:  # transformers' errors here vary (OSError, ValueError, TypeError...)
+        raise ConfigError("model.name_or_path", model.name_or_path, f"has no usable tokenizer ({first_line(e)[:160]})") from None
 
-        ensure_tiny_model(s.model.name_or_path)
+
+def prepare_inputs(s: TrialSettings, check_modules: bool = True):
+    """Everything that can be wrong with the inputs, checked before a weight is loaded.
+    check_modules=False leaves the target-module check (it imports peft) to the caller."""
+    ensure_model(s.model)
+    check_trainer_names(s.train)
+    if check_modules:
+        check_structure(s.model, [s.lora.target_modules])
     ensure_embedded_data(s.data)
-    check_model_exists(s.model)
-    tokenizer = AutoTokenizer.from_pretrained(s.model.name_or_path, trust_remote_code=s.model.trust_remote_code)
+    tokenizer = load_tokenizer(s.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train, evals, fmt = load_splits(s.data, s.cache_dir / "datasets")
@@ -69,24 +105,32 @@ def _final_eval_loss(trainer) -> float:
     return trainer.evaluate()["eval_loss"]
 
 
+def _checkpoint_step(checkpoint) -> int:
+    if checkpoint is None:
+        return 0
+    return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+
+
 def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None) -> dict:
     """Train one LoRA adapter; returns the final metrics (also saved as metrics.json)."""
-    from trl import SFTTrainer
-
     start = time.monotonic()
     tokenizer, train, evals = prepare_inputs(s)
     model = load_base_model(s.model, s.quant, s.train.gradient_checkpointing)
     run = start_run(s.tracking, {**s.resolved, **(extra_config or {})}, s.output_dir, s.cache_dir)
-    trainer = SFTTrainer(model=model, args=sft_config(s, "wandb" if run else "none"), train_dataset=train,
+    trainer = _trainer_class()(model=model, args=sft_config(s, "wandb" if run else "none"), train_dataset=train,
                          eval_dataset=evals, processing_class=tokenizer, peft_config=build_lora(s.lora),
                          callbacks=[_eval_printer(), *callbacks])
+    resume = str(s.resume_from_checkpoint) if s.resume_from_checkpoint else None
+    if resume:
+        print(f"resuming from {resume}", flush=True)
     try:
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=resume)
         metrics = {
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
             "train_tokens": int(trainer.state.num_input_tokens_seen),
+            "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint),
         }
         import torch
 

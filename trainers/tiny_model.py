@@ -14,6 +14,13 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 PRETRAIN_STEPS = 400  # ~1 min on 2 cores; enough to learn the product vocabulary
+# The one place the demo model is ever built: a mistyped model.name_or_path must be an error,
+# not a fresh tiny model trained in its place.
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "tiny-llama"
+
+
+def is_default_location(path: str | Path) -> bool:
+    return Path(path).expanduser().resolve() == DEFAULT_DIR
 
 
 def build_tokenizer(texts: list[str]):
@@ -92,4 +99,4 @@ def ensure_tiny_model(path: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    ensure_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "artifacts/tiny-llama")
+    ensure_tiny_model(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DIR)
