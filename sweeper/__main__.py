@@ -13,13 +13,13 @@ EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 2, 1, 130
 
 def prepare(overrides: list[str]):
     """Every check that can refuse the sweep, before the study is opened or changed."""
+    from sweeper.checks import check_before_study
     from sweeper.settings import sweep_settings
     from trainers import quiet
-    from trainers.sft import prepare_inputs
 
     s = sweep_settings(overrides)
     quiet.install()
-    prepare_inputs(s.trial)  # model reachable, data schema, max_length; builds the tiny default once
+    check_before_study(s)
     return s
 
 
@@ -27,6 +27,9 @@ def tell(study, trial, outcome) -> None:
     from optuna.trial import TrialState
 
     trial.set_user_attr("steps", outcome.steps)
+    for key, value in outcome.facts.items():
+        if value is not None:
+            trial.set_user_attr(key, value)
     if outcome.state == "complete":
         study.tell(trial, outcome.value)
     elif outcome.state == "pruned":
@@ -38,28 +41,37 @@ def tell(study, trial, outcome) -> None:
 
 def run_one(s, study, storage, view, processes, tally: dict):
     """Ask for a trial, run it in a process, tell the study its outcome."""
-    from sweeper.launch import run_trial_process, trial_overrides
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    from sweeper.launch import remove_checkpoints, resume_point, run_trial_process, trial_overrides
     from sweeper.space import suggest, to_overrides
 
     trial = study.ask()
     values = suggest(trial, s.space)
     value_overrides = to_overrides(values, s.space)
+    trial_dir = s.dir / "trials" / str(trial.number)
     trial.set_user_attr("value_overrides", value_overrides)
-    trial.set_user_attr("output_dir", str(s.dir / "trials" / str(trial.number)))
-    view.start(trial.number, values, tally, storage.get_trial(trial._trial_id).system_attrs.get("failed_trial"))
+    trial.set_user_attr("output_dir", str(trial_dir))
+    # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
+    predecessors = [s.dir / "trials" / str(n) for n in Retry.retry_history(storage.get_trial(trial._trial_id))]
+    resume_from = resume_point(predecessors) if s.checkpoints else None
+    view.start(trial.number, values, tally, Retry.retried_trial_number(storage.get_trial(trial._trial_id)),
+               resume_from)
     start = time.monotonic()
     try:
-        outcome = run_trial_process(s, storage, trial, values, trial_overrides(s, trial.number, value_overrides),
+        outcome = run_trial_process(s, storage, trial, values,
+                                    trial_overrides(s, trial.number, value_overrides, resume_from),
                                     view, processes, keep_spare=tally["finished"] + 1 < s.n_trials)
     except KeyboardInterrupt:
         import optuna
-        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
+        trial.set_user_attr("fail_reason", "interrupted")
         frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        Retry(max_retry=s.max_failures)(study, frozen)  # its values run first next time
+        Retry(max_retry=s.max_failures, inherit_intermediate_values=True)(study, frozen)  # runs first next time
         view.note(f"\ninterrupted: trial {trial.number} will run again; rerun the same command to continue")
         raise
     tell(study, trial, outcome)
+    remove_checkpoints([trial_dir, *predecessors])  # the series has ended: no retry will need them
     return trial, outcome, time.monotonic() - start
 
 

@@ -18,7 +18,8 @@ PRUNERS = ("median", "hyperband", "none")
 STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs", "train.per_device_train_batch_size",
                 "train.gradient_accumulation_steps", "train.max_length")
 # Keys that may change between runs of one study without making its trials incomparable.
-NOT_FINGERPRINTED = ("tracking", "output_dir", "cache_dir")
+NOT_FINGERPRINTED = ("tracking", "output_dir", "cache_dir", "resume_from_checkpoint",
+                     "train.save_strategy", "train.save_steps", "train.save_total_limit")  # saving changes no result
 
 
 def hide_password(url: str) -> str:
@@ -49,11 +50,15 @@ class SweepSettings:
     max_failures: int
     heartbeat_interval: int
     grace_period: int
+    checkpoints: bool             # a Trainer checkpoint at every eval, so a retried trial resumes
+    stall_timeout: int | None     # seconds without progress before a trial process is killed
+    trial_timeout: int | None     # seconds a trial may run in all
     enqueue: list[dict]
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
     overrides: list[str]          # the user's Hydra overrides, handed to every trial process
     fingerprint: dict             # flattened search space + fixed trial config
+    candidates: list = ()         # the trial job for each choice and range end (checked sweeps only)
 
     @property
     def storage_shown(self) -> str:
@@ -77,18 +82,24 @@ def _int(raw: dict, key: str, minimum: int) -> int:
     return value
 
 
-def _check_candidates(space: list[Param], overrides: list[str]) -> None:
+def _optional_int(raw: dict, key: str, minimum: int) -> int | None:
+    return None if raw.get(key) is None else _int(raw, key, minimum)
+
+
+def _check_candidates(space: list[Param], overrides: list[str]) -> list[TrialSettings]:
     """Each choice and range end must pass the trial job's own checks, so a bad rank or bits
-    value is refused now rather than failing inside trial 7."""
+    value is refused now rather than failing inside trial 7. Returns their trial settings."""
+    candidates = []
     for p in space:
         for value in candidate_values(p):
             if p.target == "quant.bits" and value not in (4, 8):
                 raise ConfigError(f"search.{p.name}", value, "a QLoRA sweep quantizes: allowed bits 4, 8")
             text = "null" if value is None else str(value)
             try:
-                trial_settings(compose_config(overrides + [f"{p.target}={text}"]))
+                candidates.append(trial_settings(compose_config(overrides + [f"{p.target}={text}"])))
             except ConfigError as e:
                 raise ConfigError(f"search.{p.name}", value, f"sets {e.key}: {e.allowed}") from None
+    return candidates
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -103,7 +114,7 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 def fingerprint(raw_space: dict, trial: TrialSettings, space: list[Param]) -> dict:
     targets = {p.target for p in space}
     fixed = {k: v for k, v in _flatten("", trial.resolved, {}).items()
-             if k.split(".")[0] not in NOT_FINGERPRINTED and k not in targets}
+             if k.split(".")[0] not in NOT_FINGERPRINTED and k not in NOT_FINGERPRINTED and k not in targets}
     return {**_flatten("search", raw_space, {}), **fixed}
 
 
@@ -144,8 +155,9 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     if not isinstance(enqueue, list):
         raise ConfigError("sweep.enqueue", enqueue, "a list of {parameter: value} mappings")
     enqueue = [check_enqueued(e, space, f"sweep.enqueue[{i}]") for i, e in enumerate(enqueue)]
-    if check_values:
-        _check_candidates(space, overrides)
+    candidates = _check_candidates(space, overrides) if check_values else []
+    if not isinstance(raw.get("checkpoints"), bool):
+        raise ConfigError("sweep.checkpoints", raw.get("checkpoints"), "true or false")
 
     sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
     storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
@@ -153,5 +165,6 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
         pruner=raw["pruner"], startup_trials=startup, seed=int(raw.get("seed") or 0),
         max_failures=_int(raw, "max_failures", 1), heartbeat_interval=heartbeat, grace_period=grace,
-        enqueue=enqueue, space=space, trial=trial, overrides=list(overrides),
-        fingerprint=fingerprint(raw_space, trial, space))
+        checkpoints=raw["checkpoints"], stall_timeout=_optional_int(raw, "stall_timeout", 1),
+        trial_timeout=_optional_int(raw, "trial_timeout", 1), enqueue=enqueue, space=space, trial=trial,
+        overrides=list(overrides), fingerprint=fingerprint(raw_space, trial, space), candidates=candidates)

@@ -21,7 +21,8 @@ def build_storage(s: SweepSettings):
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures)
+            # The retry inherits the reported eval losses: it resumes from the last checkpoint.
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures, inherit_intermediate_values=True)
             return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=s.heartbeat_interval,
                               grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line

@@ -25,9 +25,12 @@ class LiveView:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def start(self, number: int, values: dict, tally: dict, retry_of: int | None = None) -> None:
+    def start(self, number: int, values: dict, tally: dict, retry_of: int | None = None,
+              resume_from: Path | None = None) -> None:
         self.number, self.seen, self.evals = number, None, 0
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
+        if resume_from is not None:
+            again += f", resuming from {resume_from.name}"
         self._print(f"trial {number} ▸ {format_values(values)}{again}   [{self.tally(tally)}]")
 
     def progress(self, path: Path) -> None:

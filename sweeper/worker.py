@@ -24,7 +24,34 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def trial_callback(trial, progress_path: Path):
+class Progress:
+    """progress.json, read by the sweep's live view and stall watch: the phase, the step, the last
+    eval loss, and a tick per training step or eval batch (eval of a big model takes minutes)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.state = {"phase": "loading", "step": 0, "max_steps": 0, "eval_loss": None, "ticks": 0}
+        self.last_write = 0.0
+        self.write(force=True)
+
+    def update(self, force: bool = False, **changes) -> None:
+        self.state.update(changes)
+        self.write(force)
+
+    def tick(self) -> None:
+        self.state["ticks"] += 1
+        self.write()
+
+    def write(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_write > 1.0:
+            self.last_write = now
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state))
+            tmp.replace(self.path)
+
+
+def trial_callback(trial, progress: Progress):
     """Reports each eval loss to the study and stops training when the pruner says so, or when
     the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values)."""
     import optuna
@@ -32,27 +59,29 @@ def trial_callback(trial, progress_path: Path):
 
     class ReportAndPrune(TrainerCallback):
         def __init__(self):
-            self.last_write = 0.0
             self.step = 0
+            self.first_step = None  # the first step this process trained: 21 after resuming at 20
             self.eval_loss = None
 
-        def _progress(self, state, force=False):
-            now = time.monotonic()
-            if force or now - self.last_write > 1.0:
-                self.last_write = now
-                tmp = progress_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"step": state.global_step, "max_steps": state.max_steps,
-                                           "eval_loss": self.eval_loss}))
-                tmp.replace(progress_path)
+        def on_train_begin(self, args, state, control, **kwargs):
+            progress.update(force=True, phase="training", step=state.global_step, max_steps=state.max_steps)
 
         def on_step_end(self, args, state, control, **kwargs):
             self.step = state.global_step
-            self._progress(state)
+            if self.first_step is None:
+                self.first_step = state.global_step
+            progress.update(step=state.global_step, ticks=progress.state["ticks"] + 1)
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            progress.tick()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            progress.update(force=True, phase="saving")
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             loss, self.step = float(metrics["eval_loss"]), state.global_step
             self.eval_loss = loss
-            self._progress(state, force=True)
+            progress.update(force=True, step=state.global_step, eval_loss=loss)
             if math.isfinite(loss):
                 trial.report(loss, self.step)
             if not math.isfinite(loss) or trial.should_prune():
@@ -90,11 +119,13 @@ def main(parent_pid: int) -> int:
     die_with_parent(parent_pid)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     preload()
-    job_path = sys.stdin.readline().strip()
-    if not job_path:  # the sweep ended without needing this spare
+    line = sys.stdin.readline().strip()
+    if not line:  # the sweep ended without needing this spare
         return 0
-    job = json.loads(Path(job_path).read_text())
+    handed = json.loads(line)  # {"job": path, "storage": url}: the URL may hold a password, so no file has it
+    job = json.loads(Path(handed["job"]).read_text())
     trial_dir = Path(job["trial_dir"])
+    progress = Progress(trial_dir / "progress.json")
     redirect_output(trial_dir / "trial.log")
     import optuna
 
@@ -105,20 +136,24 @@ def main(parent_pid: int) -> int:
     from trainers.settings import trial_settings
 
     s = sweep_settings(job["sweep_overrides"], check_values=False)
-    study = optuna.load_study(study_name=s.study_name, storage=s.storage, pruner=build_pruner(s))
+    study = optuna.load_study(study_name=s.study_name, storage=handed["storage"], pruner=build_pruner(s))
     trial = optuna.trial.Trial(study, job["trial_id"])
     settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
     quiet.install()
     from trainers.sft import run_trial
 
-    callback = trial_callback(trial, trial_dir / "progress.json")
+    callback = trial_callback(trial, progress)
+    facts = {"resumed_from_step": 0}
+    if settings.resume_from_checkpoint is not None:
+        facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
     try:
         metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}})
         result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"]}
     except optuna.TrialPruned as e:
         print(e, flush=True)
         result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}
-    (trial_dir / "result.json").write_text(json.dumps(result))
+    facts["first_step"] = callback.first_step
+    (trial_dir / "result.json").write_text(json.dumps({**result, "facts": facts}))
     return 0
 
 
