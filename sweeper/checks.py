@@ -11,23 +11,24 @@ from trainers.preflight import check_trainer_names
 from trainers.settings import ConfigError
 
 
+def _labelled(s: SweepSettings) -> list[tuple[str | None, object, object]]:
+    """The base trial job, then one per space value; the label names the search key to blame."""
+    return [(None, None, s.trial), *s.candidates]
+
+
 def _start_structure_check(s: SweepSettings) -> subprocess.Popen:
     options = []
-    for t in (s.trial, *s.candidates):
+    for _, _, t in _labelled(s):
         if t.lora.target_modules not in options:
             options.append(t.lora.target_modules)
     job = {"model": vars(s.trial.model), "target_modules": options}
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # it reads a config, never a GPU
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.preflight"], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "trainers.preflight", json.dumps(job)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    proc.stdin.write(json.dumps(job))
-    proc.stdin.close()
-    return proc
 
 
 def _finish_structure_check(proc: subprocess.Popen, model_name: str) -> None:
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.wait()
+    out, err = proc.communicate()
     lines = out.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
     if answer is None:  # the checker itself broke: say so in one line rather than skip the check
@@ -35,6 +36,10 @@ def _finish_structure_check(proc: subprocess.Popen, model_name: str) -> None:
         raise ConfigError("model.name_or_path", model_name, f"its structure could not be read ({last[:160]})")
     if "key" in answer:
         raise ConfigError(answer["key"], answer["value"], answer["allowed"])
+
+
+def _blame(label: str | None, value, e: ConfigError) -> ConfigError:
+    return e if label is None else ConfigError(label, value, f"sets {e.key}={e.value!r}: {e.allowed}")
 
 
 def check_before_study(s: SweepSettings) -> None:
@@ -45,11 +50,14 @@ def check_before_study(s: SweepSettings) -> None:
     ensure_model(s.trial.model)
     structure = _start_structure_check(s)
     try:
-        for t in (s.trial, *s.candidates):
-            check_trainer_names(t.train)
+        for label, value, t in _labelled(s):
+            try:
+                check_trainer_names(t.train)
+            except ConfigError as e:
+                raise _blame(label, value, e) from None
         prepare_inputs(s.trial, check_modules=False)
     except BaseException:
         structure.kill()
-        structure.wait()
+        structure.communicate()
         raise
     _finish_structure_check(structure, s.trial.model.name_or_path)

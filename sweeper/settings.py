@@ -58,7 +58,7 @@ class SweepSettings:
     trial: TrialSettings          # the trial job before the space's values are applied
     overrides: list[str]          # the user's Hydra overrides, handed to every trial process
     fingerprint: dict             # flattened search space + fixed trial config
-    candidates: list = ()         # the trial job for each choice and range end (checked sweeps only)
+    candidates: list = ()         # (search key, value, trial job) per choice and range end (checked sweeps only)
 
     @property
     def storage_shown(self) -> str:
@@ -86,9 +86,9 @@ def _optional_int(raw: dict, key: str, minimum: int) -> int | None:
     return None if raw.get(key) is None else _int(raw, key, minimum)
 
 
-def _check_candidates(space: list[Param], overrides: list[str]) -> list[TrialSettings]:
+def _check_candidates(space: list[Param], overrides: list[str]) -> list[tuple[str, object, TrialSettings]]:
     """Each choice and range end must pass the trial job's own checks, so a bad rank or bits
-    value is refused now rather than failing inside trial 7. Returns their trial settings."""
+    value is refused now rather than failing inside trial 7. Returns (search key, value, trial settings)."""
     candidates = []
     for p in space:
         for value in candidate_values(p):
@@ -96,7 +96,7 @@ def _check_candidates(space: list[Param], overrides: list[str]) -> list[TrialSet
                 raise ConfigError(f"search.{p.name}", value, "a QLoRA sweep quantizes: allowed bits 4, 8")
             text = "null" if value is None else str(value)
             try:
-                candidates.append(trial_settings(compose_config(overrides + [f"{p.target}={text}"])))
+                candidates.append((f"search.{p.name}", value, trial_settings(compose_config(overrides + [f"{p.target}={text}"]))))
             except ConfigError as e:
                 raise ConfigError(f"search.{p.name}", value, f"sets {e.key}: {e.allowed}") from None
     return candidates

@@ -72,3 +72,78 @@ def test_cli_exit_code_and_no_traceback(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: lora.dropout=1.5: allowed: 0 <= dropout < 1"
+
+
+def listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_mistyped_model_path_is_an_error_not_a_new_demo_model(short_trial, tmp_path, capsys):
+    """With the default model=tiny (model.build=tiny), a wrong path must not build the demo model there."""
+    missing = tmp_path / "typo" / "tiny-llama"
+    code, err = run_main(short_trial + [f"model.name_or_path={missing}"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: model.name_or_path='{missing}'"), err
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("contents", ["empty", "notes", "config_only"])
+def test_folder_that_is_not_a_model(contents, short_trial, tiny_model, tmp_path, capsys):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    if contents == "notes":
+        (folder / "notes.txt").write_text("my fine-tuning notes\n")
+    if contents == "config_only":  # config.json alone: AutoConfig loads, from_pretrained would not
+        (folder / "config.json").write_text((tiny_model / "config.json").read_text())
+    before = listing(folder)
+    code, err = run_main(short_trial + [f"model.name_or_path={folder}"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: model.name_or_path="), err
+    assert listing(folder) == before, "nothing built or written into the user's folder"
+
+
+@pytest.mark.parametrize("name,content,says", [
+    ("empty.jsonl", b"", "is empty"),
+    ("notes.jsonl", b"this is not JSON {\n", "not a readable .jsonl file"),
+    ("binary.jsonl", bytes(range(256)) * 16, "not a readable .jsonl file"),
+    ("binary.parquet", b"PAR1" + bytes(range(256)) * 4, "not a readable .parquet file"),
+    ("broken.csv", b'prompt,completion\n"never closed\n', "not a readable .csv file"),
+])
+def test_data_file_that_is_not_what_it_claims(name, content, says, short_trial, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: data."), err
+    assert says in err[0]
+
+
+def test_columns_naming_a_missing_column(short_trial, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
+    code, err = run_main(short_trial + [f"data.name_or_path={path}",
+                                        "data.columns={prompt: question, completion: reply}"], capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0] == f"error: data.columns.completion='reply': no such column in {path}; it has: question, answer"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.optim=adamw_typo", "train.optim"), ("train.lr_scheduler_type=cosin", "train.lr_scheduler_type"),
+    ("lora.target_modules=[q_proj,vproj]", "lora.target_modules"), ("lora.target_modules=[c_attn]", "lora.target_modules"),
+])
+def test_trainer_names_and_target_modules_before_loading(override, key, short_trial, tmp_path, capsys):
+    code, err = run_main(short_trial + [override], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {key}="), err
+    assert not (tmp_path / "run").exists(), "refused before the trial wrote anything"
+
+
+def test_target_module_error_lists_the_model_layers(short_trial, capsys):
+    _, err = run_main(short_trial + ["lora.target_modules=[q_proj,vproj]"], capsys)
+    assert err == ["error: lora.target_modules='vproj': matches no module of this model; its linear layers are: "
+                   "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"]
+
+
+@pytest.mark.parametrize("override,says", [
+    ("train.max_steps=ten", "train.max_steps='ten': must be a whole number"),
+    ("train.eval_steps=2.5", "train.eval_steps=2.5: must be a whole number > 0"),
+    ("train.learning_rate=fast", "train.learning_rate='fast': must be a number"),
+])
+def test_number_errors_read_as_english(override, says, short_trial, capsys):
+    code, err = run_main(short_trial + [override], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {says}"), err

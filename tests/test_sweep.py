@@ -156,15 +156,28 @@ def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
     assert "3/3 trials finished" in again.stdout
 
 
-def test_consecutive_failures_stop_the_sweep(sweep_args, tmp_path):
-    """An optimizer name transformers rejects inside every trial: the sweep stops, it does not loop."""
-    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.max_failures=2", "train.optim=no_such_optimizer"])
-    assert proc.returncode == 1
+def corrupted_copy(model_dir, tmp_path):
+    """A model whose weights file is cut short (a broken download): its config and file list pass
+    every check before the study, and loading it fails inside each trial."""
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    return broken
+
+
+def test_consecutive_failures_stop_the_sweep(sweep_args, tiny_model, tmp_path):
+    """Trials that fail inside (unreadable weights): the sweep stops after max_failures, it does not loop."""
+    broken = corrupted_copy(tiny_model, tmp_path)
+    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.max_failures=2", f"model.name_or_path={broken}"])
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: 2 trials failed in a row (sweep.max_failures=2)") and "trial.log" in line
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
-    assert "no_such_optimizer" in study.trials[1].user_attrs["fail_reason"]
+    assert study.trials[1].user_attrs["fail_reason"].startswith("exit 1:")
 
 
 def test_interrupted_sweep_reruns_the_trial(sweep_args, tmp_path):
@@ -185,3 +198,106 @@ def test_interrupted_sweep_reruns_the_trial(sweep_args, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     trials = load(url).trials
     assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE and trials[1].params == first.params
+
+
+def worker_of(sweep_pid: int, trial_dir) -> int:
+    """The trial process of a sweep that writes into trial_dir (its stdout is that trial's log)."""
+    pids = subprocess.run(["pgrep", "-f", f"sweeper.worker {sweep_pid}"], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/1") == str(trial_dir / "trial.log"):
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no worker writes {trial_dir}")
+
+
+def test_killed_trial_resumes_from_its_checkpoint_exactly(sweep_args, tmp_path):
+    """kill -9 after the checkpoint at step 20 of 40; the rerun's retry trains from step 21 and ends
+    with the same eval loss, step by step, as an uninterrupted run of the same values."""
+    args = sweep_args + ["sweep.n_trials=1", "train.max_steps=40", "train.eval_steps=10", "tracking.mode=disabled",
+                         "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    trial0 = tmp_path / "sweep" / "trials" / "0"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for(lambda: (trial0 / "checkpoint-20" / "trainer_state.json").exists(), every=0.05)
+    worker = worker_of(proc.pid, trial0)
+    os.kill(worker, signal.SIGSTOP)  # frozen at step ~21, before the checkpoint at 30
+    os.kill(proc.pid, signal.SIGKILL)  # the worker dies with it (PR_SET_PDEATHSIG), stopped or not
+    proc.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=10)
+    assert not (trial0 / "checkpoint-30").exists()
+
+    resumed = sweep(args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "trial 1 ▸" in resumed.stdout and "(retry of trial 0), resuming from checkpoint-20" in resumed.stdout
+    killed, retry = load(url).trials
+    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_step"] == 20 and retry.user_attrs["first_step"] == 21
+    assert retry.user_attrs["steps"] == 40
+    assert not list(trial0.glob("checkpoint-*")) and not list(trial0.parent.glob("1/checkpoint-*"))
+
+    clean = [a for a in args if not a.startswith(("sweep.dir=", "sweep.storage="))]
+    reference = sweep(clean + [f"sweep.dir={tmp_path / 'ref'}", f"sweep.storage=sqlite:///{tmp_path / 'ref.db'}"])
+    assert reference.returncode == 0, reference.stdout[-3000:]
+    (uninterrupted,) = load(f"sqlite:///{tmp_path / 'ref.db'}").trials
+    assert uninterrupted.params == retry.params and uninterrupted.user_attrs["first_step"] == 1
+    assert retry.value == uninterrupted.value  # exactly: CPU training is deterministic, resume included
+    assert retry.intermediate_values == uninterrupted.intermediate_values  # 10 and 20 inherited, 30 and 40 its own
+
+
+def test_stalled_trial_is_killed_and_the_sweep_goes_on(sweep_args, tmp_path):
+    args = sweep_args + ["sweep.n_trials=1", "sweep.stall_timeout=3", "tracking.mode=disabled"]
+    trial0 = tmp_path / "sweep" / "trials" / "0"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (trial0 / "progress.json").exists()
+             and json.loads((trial0 / "progress.json").read_text())["phase"] == "training", every=0.1)
+    os.kill(worker_of(proc.pid, trial0), signal.SIGSTOP)  # a hang: no step, no CPU, no I/O
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    first, second = load(f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"] == "stalled: no training step or eval batch for sweep.stall_timeout=3 s"
+    assert second.state == TrialState.COMPLETE and "trial 0 failed" in out and "stalled" in out
+
+
+def test_trial_past_its_time_limit_fails_as_timed_out(sweep_args, tmp_path):
+    proc = sweep(sweep_args + ["sweep.n_trials=1", "sweep.max_failures=1", "sweep.trial_timeout=2",
+                               "tracking.mode=disabled"])
+    assert proc.returncode == 1
+    (trial,) = load(f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "timed out: still running after sweep.trial_timeout=2 s"
+
+
+def psql(sql: str) -> str:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", sql],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def postgres_password():
+    """A password on the postgres role for the test, the role's own (none, here: trust auth) restored after."""
+    before = psql("SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = 'postgres'")
+    secret = f"pw-{uuid.uuid4().hex[:12]}"
+    psql(f"ALTER ROLE postgres PASSWORD '{secret}'")
+    try:
+        yield secret
+    finally:
+        psql(f"ALTER ROLE postgres PASSWORD '{before}'" if before else "ALTER ROLE postgres PASSWORD NULL")
+
+
+def test_storage_password_is_never_shown_or_written(sweep_args, tmp_path, postgres_password):
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres:{postgres_password}@127.0.0.1:5432/test"
+    proc = sweep(sweep_args + [f"sweep.storage={url}", f"sweep.study_name={name}", "sweep.n_trials=1"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert postgres_password not in proc.stdout + proc.stderr
+    assert "storage postgresql://postgres:***@127.0.0.1:5432/test" in proc.stdout
+    written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
+    assert any(p.name == "job.json" for p in written) and any(p.name == "leaderboard.txt" for p in written)
+    assert [p for p in written if postgres_password.encode() in p.read_bytes()] == []
+    assert load(url, name).trials[0].state == TrialState.COMPLETE  # the worker reached the study all the same
+    optuna.delete_study(study_name=name, storage=url)

@@ -1,5 +1,7 @@
 """Bad sweep input is refused before any training: one line naming the key, the bad value and
 what is allowed, exit code 2, the study untouched. Also: the fingerprint refusal."""
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -37,6 +39,12 @@ def refused(argv, capsys):
     ("lora.dropout=1.5", "lora.dropout"),                                  # the trial job's own checks
     ("train.max_length=8", "train.max_length"),
     ("model.name_or_path=/nonexistent/model", "model.name_or_path"),
+    ("train.optim=adamw_typo", "train.optim"), ("train.lr_scheduler_type=cosin", "train.lr_scheduler_type"),
+    ("lora.target_modules=[q_proj,vproj]", "lora.target_modules"),
+    ("+search.opt={type: categorical, choices: [adamw_torch, adamw_typo], target: train.optim}", "search.opt"),
+    ("+search.sched={type: categorical, choices: [cosine, cosin], target: train.lr_scheduler_type}", "search.sched"),
+    ("sweep.stall_timeout=0", "sweep.stall_timeout"), ("sweep.trial_timeout=-5", "sweep.trial_timeout"),
+    ("sweep.checkpoints=maybe", "sweep.checkpoints"),
 ])
 def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, capsys):
     line = refused(sweep_args + ["model.build=null", override], capsys)
@@ -124,3 +132,40 @@ def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
     (mattered,) = [line for line in report if line.startswith("what mattered")]
     assert "lora_r" in mattered and "over 4 complete trials" in mattered
     assert (tmp_path / "best").resolve() == tmp_path / "t2"
+
+
+def listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("override", [
+    "train.optim=adamw_typo", "lora.target_modules=[q_proj,vproj]", "model.name_or_path=/typo/tiny-llama",
+    "data.columns={prompt: question}", "sweep.storage=postgresql://postgres:hunter2@127.0.0.1:1/test",
+])
+def test_bad_input_leaves_an_existing_study_and_its_folder_alone(override, sweep_args, tmp_path, capsys):
+    s = sweep_settings(sweep_args)
+    study = open_study(s, build_storage(s))
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.5))
+    (s.dir / "trials" / "0").mkdir(parents=True)
+    (s.dir / "trials" / "0" / "metrics.json").write_text("{}")
+    before = listing(s.dir), (tmp_path / "study.db").read_bytes()
+    line = refused(sweep_args + [override], capsys)
+    assert "hunter2" not in line
+    assert (listing(s.dir), (tmp_path / "study.db").read_bytes()) == before, "nothing written, no trial created"
+    assert not (tmp_path / "typo").exists() and not Path("/typo").exists()
+
+
+def test_storage_password_hidden_in_the_error(sweep_args, capsys):
+    line = refused(sweep_args + ["sweep.storage=postgresql://postgres:hunter2@127.0.0.1:1/test"], capsys)
+    assert line.startswith("error: sweep.storage='postgresql://postgres:***@127.0.0.1:1/test': cannot be opened")
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("postgresql://user:s3cr%40t@db.example:5432/study", "postgresql://user:***@db.example:5432/study"),
+    ("postgresql+psycopg://user@host/db", "postgresql+psycopg://user@host/db"),
+    ("sqlite:////tmp/study.db", "sqlite:////tmp/study.db"),
+])
+def test_hide_password(url, shown):
+    from sweeper.settings import hide_password
+
+    assert hide_password(url) == shown

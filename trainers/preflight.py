@@ -1,7 +1,7 @@
 """Checks that need transformers' own names or the model's structure, done before a weight
 loads: the model's config builds it on the meta device (no memory, no download of weights).
-`python -m trainers.preflight` runs the structure check for a sweep, whose process must not
-import peft (it initialises CUDA): JSON in on stdin, one JSON line out."""
+`python -m trainers.preflight JOB_JSON` runs the structure check for a sweep, whose process must
+not import peft (it initialises CUDA): one JSON line out."""
 import json
 import sys
 from pathlib import Path
@@ -17,11 +17,13 @@ def check_model_exists(model: ModelSettings) -> None:
     from transformers import AutoConfig
 
     key, value = "model.name_or_path", model.name_or_path
+    path = Path(value).expanduser()
+    if value.startswith((".", "/", "~")) and not path.exists():
+        raise ConfigError(key, value, "no such folder; allowed: a local model folder or a hub model id")
     try:
         AutoConfig.from_pretrained(value, trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ConfigError(key, value, f"not a local model folder or a reachable hub model ({first_line(e)[:160]})") from None
-    path = Path(value).expanduser()
     if path.is_dir() and not any(next(path.glob(p), None) for p in WEIGHT_FILES):
         raise ConfigError(key, value, "a folder with a config.json but no weights (*.safetensors or *.bin)")
 
@@ -69,8 +71,7 @@ def check_structure(model: ModelSettings, target_options: list) -> None:
     check_target_modules(target_options, module_names(model))
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.read())
+def main(job: dict) -> int:
     try:
         check_structure(ModelSettings(**job["model"]), job["target_modules"])
     except ConfigError as e:
@@ -81,4 +82,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(json.loads(sys.argv[1])))
