@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeper.settings import SweepSettings
-from sweeper.view import LiveView
 from sweeper.watch import ProgressWatch
 
 
@@ -69,17 +69,19 @@ def failure_line(log: Path) -> str:
 
 
 class TrialProcesses:
-    """Fresh interpreters for trials (never forked from the sweep: no inherited state, and a crash,
-    an OOM or leaked GPU memory ends with the trial), one always waiting with imports done."""
+    """Fresh interpreters for one slot's trials (never forked from the sweep: no inherited state, and
+    a crash, an OOM or leaked GPU memory ends with the trial), one always waiting with imports done,
+    started with the slot's device in its environment."""
 
-    def __init__(self, s: SweepSettings):
-        self.log = s.dir / "spare.log"  # what a spare prints before it has a trial
+    def __init__(self, log: Path, env: dict):
+        self.log = log  # what a spare prints before it has a trial
+        self.env = {**os.environ, **env}
         self.spare: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
         with self.log.open("a") as out:
             return subprocess.Popen([sys.executable, "-m", "sweeper.worker", str(os.getpid())], stdin=subprocess.PIPE,
-                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+                                    stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env)
 
     def take(self, keep_spare: bool) -> subprocess.Popen:
         proc = self.spare if self.spare is not None and self.spare.poll() is None else self._start()
@@ -94,48 +96,70 @@ class TrialProcesses:
             self.spare = None
 
 
-def run_trial_process(s: SweepSettings, storage, trial, values: dict, overrides: list[str], view: LiveView,
-                      processes: TrialProcesses, keep_spare: bool) -> Outcome:
-    """Hand the trial to a waiting process and watch it until it ends."""
+def exit_reason(returncode: int, log: Path) -> str:
+    if returncode == -signal.SIGKILL:  # not us (we kill only stalled trials, and say so): the kernel
+        return "killed by SIGKILL, not by the sweep: most likely the kernel's out-of-memory killer (host memory)"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit {returncode}: {failure_line(log)}"
+
+
+class RunningTrial:
+    """One trial's process, polled by the sweep loop: its heartbeats, its progress for the view,
+    its stall and time limits, and its outcome once it ends."""
+
+    def __init__(self, s: SweepSettings, storage, trial, trial_dir: Path, proc: subprocess.Popen, slot):
+        self.s, self.storage, self.trial, self.trial_dir, self.proc, self.slot = s, storage, trial, trial_dir, proc, slot
+        self.watch = ProgressWatch(proc.pid, trial_dir / "progress.json", s.stall_timeout, s.trial_timeout)
+        self.started = time.monotonic()
+        self.last_beat = 0.0
+        self.slots_at_launch = slot.device.slots if slot is not None else 1  # K when its share was set
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def poll(self) -> Outcome | None:
+        """None while the trial runs; its Outcome once it has ended (or was stopped for a limit)."""
+        if time.monotonic() - self.last_beat >= self.s.heartbeat_interval:
+            self.storage.record_heartbeat(self.trial._trial_id)
+            self.last_beat = time.monotonic()
+        if self.proc.poll() is None:
+            stopped = self.watch.verdict()
+            if stopped is None:
+                return None
+            self.kill()
+            return Outcome("failed", None, _last_step(self.trial_dir), stopped)
+        result_path = self.trial_dir / "result.json"
+        if self.proc.returncode == 0 and result_path.exists():
+            r = json.loads(result_path.read_text())
+            return Outcome(r["state"], r["value"], r["steps"], r.get("reason", ""), facts=r.get("facts", {}))
+        return Outcome("failed", None, _last_step(self.trial_dir), exit_reason(self.proc.returncode,
+                                                                               self.trial_dir / "trial.log"))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def launch(s: SweepSettings, storage, trial, values: dict, overrides: list[str], processes: TrialProcesses,
+           keep_spare: bool, slot, memory_share: dict | None) -> RunningTrial:
+    """Hand the trial to the slot's waiting process. memory_share caps what the trial process may
+    take ({"gpu_fraction": f} or, for tests on CPU, {"host_bytes": n}), so a wrong estimate costs
+    that trial, not its neighbours."""
     trial_dir = s.dir / "trials" / str(trial.number)
     trial_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("result.json", "progress.json"):
         (trial_dir / stale).unlink(missing_ok=True)
     job = {"trial_id": trial._trial_id, "trial_dir": str(trial_dir), "sweep_overrides": s.public_overrides,
-           "trial_overrides": overrides, "values": values}
+           "trial_overrides": overrides, "values": values, "memory_share": memory_share}
     (trial_dir / "job.json").write_text(json.dumps(job, indent=2))
-    log = trial_dir / "trial.log"
-    log.write_text("")  # the worker redirects its output here once it has the job
+    (trial_dir / "trial.log").write_text("")  # the worker redirects its output here once it has the job
     proc = processes.take(keep_spare)
     # The storage URL may hold a password: it travels by pipe, never in a file or argv.
     proc.stdin.write(json.dumps({"job": str(trial_dir / "job.json"), "storage": s.storage}) + "\n")
     proc.stdin.close()
-    watch = ProgressWatch(proc.pid, trial_dir / "progress.json", s.stall_timeout, s.trial_timeout)
-    stopped = None
-    try:
-        last_beat = 0.0
-        while proc.poll() is None:
-            if time.monotonic() - last_beat >= s.heartbeat_interval:
-                storage.record_heartbeat(trial._trial_id)
-                last_beat = time.monotonic()
-            view.progress(trial_dir / "progress.json")
-            stopped = watch.verdict()
-            if stopped:
-                proc.kill()
-                proc.wait()
-                break
-            time.sleep(0.25)
-    except BaseException:  # Ctrl-C or a kill of the sweep: take the trial down with us
-        proc.kill()
-        proc.wait()
-        raise
-    result_path = trial_dir / "result.json"
-    if stopped:
-        return Outcome("failed", None, _last_step(trial_dir), stopped)
-    if proc.returncode == 0 and result_path.exists():
-        r = json.loads(result_path.read_text())
-        return Outcome(r["state"], r["value"], r["steps"], facts=r.get("facts", {}))
-    return Outcome("failed", None, _last_step(trial_dir), f"exit {proc.returncode}: {failure_line(log)}")
+    return RunningTrial(s, storage, trial, trial_dir, proc, slot)
 
 
 def _last_step(trial_dir: Path) -> int:

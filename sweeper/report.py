@@ -34,8 +34,9 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
     for t in rows:
         loss = eval_loss(t)
         seconds = t.duration.total_seconds() if t.duration else 0
+        why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
         lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
-                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {format_values(trial_values(t, s))}")
+                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {format_values(trial_values(t, s))}{why}")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sweeper.slots import parse_devices, parse_trials_per_device
 from sweeper.space import Param, candidate_values, check_enqueued, grid, parse_space
 from trainers.config import compose_config
 from trainers.settings import ConfigError, TrialSettings, trial_settings
@@ -53,6 +54,9 @@ class SweepSettings:
     checkpoints: bool             # a Trainer checkpoint at every eval, so a retried trial resumes
     stall_timeout: int | None     # seconds without progress before a trial process is killed
     trial_timeout: int | None     # seconds a trial may run in all
+    devices: object               # "auto", "cpu", or a list of GPU ids
+    trials_per_device: object     # K, or "auto": sized from a measured peak
+    debug_device_memory_mb: int | None  # tests: a pretend device size, enforced on host memory
     enqueue: list[dict]
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
@@ -166,5 +170,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         pruner=raw["pruner"], startup_trials=startup, seed=int(raw.get("seed") or 0),
         max_failures=_int(raw, "max_failures", 1), heartbeat_interval=heartbeat, grace_period=grace,
         checkpoints=raw["checkpoints"], stall_timeout=_optional_int(raw, "stall_timeout", 1),
-        trial_timeout=_optional_int(raw, "trial_timeout", 1), enqueue=enqueue, space=space, trial=trial,
+        trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
+        trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
+        debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1), enqueue=enqueue, space=space, trial=trial,
         overrides=list(overrides), fingerprint=fingerprint(raw_space, trial, space), candidates=candidates)

@@ -1,5 +1,6 @@
 """What a person watching the sweep sees: one line per trial start, per evaluation and per end,
-with the study's tally; on a terminal, a line that follows the current step."""
+with the study's tally. On a terminal, a block below them shows every running trial (slot,
+values, step, last eval loss), redrawn in place."""
 import json
 import sys
 from pathlib import Path
@@ -14,47 +15,72 @@ class LiveView:
         self.n_trials = n_trials
         self.stream = stream
         self.tty = stream.isatty()
-        self.number = None
-        self.seen: tuple | None = None
-        self.evals = 0
+        self.trials: dict[int, dict] = {}  # running: slot, values, step, max_steps, eval_loss
+        self.block = 0                      # lines of the running block now on screen
+        self.last_tally = ""
 
-    def _print(self, text: str, transient: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K" + text + ("" if transient else "\n"))
-        elif not transient:
-            self.stream.write(text + "\n")
+    def _erase_block(self) -> str:
+        return "\033[1A\033[2K" * self.block
+
+    def _block_lines(self) -> list[str]:
+        lines = []
+        for number, t in sorted(self.trials.items()):
+            loss = "" if t["eval_loss"] is None else f"  eval_loss {t['eval_loss']:.4f}"
+            lines.append(f"  ▸ trial {number} [{t['slot']}] step {t['step']}/{t['max_steps']}{loss}  "
+                         f"{format_values(t['values'])}")
+        if lines:
+            lines.append(f"  {self.last_tally}")
+        return lines
+
+    def _print(self, text: str | None) -> None:
+        """An event line (kept), then the running block redrawn on a terminal."""
+        if not self.tty:
+            if text is not None:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+            return
+        out = self._erase_block() + ("" if text is None else text + "\n")
+        lines = self._block_lines()
+        self.stream.write(out + "".join(line + "\n" for line in lines))
+        self.block = len(lines)
         self.stream.flush()
 
     def start(self, number: int, values: dict, tally: dict, retry_of: int | None = None,
-              resume_from: Path | None = None) -> None:
-        self.number, self.seen, self.evals = number, None, 0
+              resume_from: Path | None = None, slot: str = "cpu") -> None:
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
         if resume_from is not None:
             again += f", resuming from {resume_from.name}"
-        self._print(f"trial {number} ▸ {format_values(values)}{again}   [{self.tally(tally)}]")
+        self.trials[number] = {"slot": slot, "values": values, "step": 0, "max_steps": "?", "eval_loss": None}
+        self.last_tally = self.tally(tally)
+        where = f" [{slot}]" if slot != "cpu" else ""
+        self._print(f"trial {number}{where} ▸ {format_values(values)}{again}   [{self.last_tally}]")
 
-    def progress(self, path: Path) -> None:
+    def progress(self, number: int, path: Path) -> None:
+        t = self.trials.get(number)
         try:
             p = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        key = (p["step"], p["eval_loss"])
-        if key == self.seen:
+        if t is None or (p["step"], p["eval_loss"]) == (t["step"], t["eval_loss"]):
             return
-        new_eval = self.seen is None or p["eval_loss"] != self.seen[1]
-        self.seen = key
-        loss = "" if p["eval_loss"] is None else f"  eval_loss {p['eval_loss']:.4f}"
-        line = f"trial {self.number}   step {p['step']}/{p['max_steps']}{loss}"
-        self._print(line, transient=not (new_eval and p["eval_loss"] is not None))
+        new_eval = p["eval_loss"] is not None and p["eval_loss"] != t["eval_loss"]
+        t.update(step=p["step"], max_steps=p["max_steps"] or "?", eval_loss=p["eval_loss"])
+        if new_eval:
+            self._print(f"trial {number}   step {p['step']}/{p['max_steps']}  eval_loss {p['eval_loss']:.4f}")
+        elif self.tty:
+            self._print(None)
 
     def end(self, number: int, state: str, value, steps: int, seconds: float, tally: dict, reason: str = "") -> None:
+        self.trials.pop(number, None)
+        self.last_tally = self.tally(tally)
         loss = f" eval_loss {value:.4f}" if isinstance(value, float) else ""
         why = f" — {reason}" if reason else ""
-        self._print(f"trial {number} {state}{loss} after {steps} steps, {seconds:.0f} s{why}   [{self.tally(tally)}]")
+        self._print(f"trial {number} {state}{loss} after {steps} steps, {seconds:.0f} s{why}   [{self.last_tally}]")
 
     def tally(self, c: dict) -> str:
         to_go = max(0, self.n_trials - c["finished"])
-        return f"done {c['complete']} · pruned {c['pruned']} · failed {c['failed']} · to go {to_go}"
+        running = f" · running {c['running']}" if c.get("running") else ""
+        return f"done {c['complete']} · pruned {c['pruned']} · failed {c['failed']}{running} · to go {to_go}"
 
     def note(self, text: str) -> None:
         self._print(text)

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -53,7 +54,8 @@ class Progress:
 
 def trial_callback(trial, progress: Progress):
     """Reports each eval loss to the study and stops training when the pruner says so, or when
-    the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values)."""
+    the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values).
+    trial=None (a memory probe): progress only."""
     import optuna
     from transformers import TrainerCallback
 
@@ -82,6 +84,8 @@ def trial_callback(trial, progress: Progress):
             loss, self.step = float(metrics["eval_loss"]), state.global_step
             self.eval_loss = loss
             progress.update(force=True, step=state.global_step, eval_loss=loss)
+            if trial is None:
+                return
             if math.isfinite(loss):
                 trial.report(loss, self.step)
             if not math.isfinite(loss) or trial.should_prune():
@@ -92,6 +96,41 @@ def trial_callback(trial, progress: Progress):
                 raise optuna.TrialPruned(f"pruned at step {self.step} (eval_loss {loss:.4f})")
 
     return ReportAndPrune()
+
+
+def cap_memory(share: dict | None) -> None:
+    """This trial's share of its device, enforced here so a wrong estimate costs this trial only:
+    PyTorch's allocator cap on a GPU; for tests on CPU, an address-space limit above what this
+    process (imports done) already maps."""
+    if not share:
+        return
+    if "gpu_fraction" in share:
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(share["gpu_fraction"])
+    if "host_bytes" in share:
+        import resource
+
+        status = Path("/proc/self/status").read_text()
+        mapped = int(next(line for line in status.splitlines() if line.startswith("VmSize:")).split()[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + share["host_bytes"], resource.RLIM_INFINITY))
+
+
+def probe(settings, progress: Progress, trial_dir: Path) -> int:
+    """A memory probe (sweeper.probe): train a few steps, then say this process's own peaks."""
+    import resource
+
+    import torch
+
+    from trainers.sft import run_trial
+
+    metrics = run_trial(settings, [trial_callback(None, progress)])
+    facts = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available():  # PyTorch's view, for comparison with the driver's (sampled by the sweep)
+        facts["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"], "facts": facts}
+    (trial_dir / "result.json").write_text(json.dumps(result))
+    return 0
 
 
 def preload() -> None:
@@ -135,13 +174,17 @@ def main(parent_pid: int) -> int:
     from trainers.config import compose_config
     from trainers.settings import trial_settings
 
+    settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
+    quiet.install()
+    from trainers.sft import out_of_memory, run_trial
+
+    if job.get("trial_id") is None:
+        return probe(settings, progress, trial_dir)
     s = sweep_settings(job["sweep_overrides"], check_values=False)
     study = optuna.load_study(study_name=s.study_name, storage=handed["storage"], pruner=build_pruner(s))
     trial = optuna.trial.Trial(study, job["trial_id"])
-    settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
-    quiet.install()
-    from trainers.sft import run_trial
 
+    cap_memory(job.get("memory_share"))
     callback = trial_callback(trial, progress)
     facts = {"resumed_from_step": 0}
     if settings.resume_from_checkpoint is not None:
@@ -152,6 +195,12 @@ def main(parent_pid: int) -> int:
     except optuna.TrialPruned as e:
         print(e, flush=True)
         result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}
+    except Exception as e:  # out of memory is this trial's problem, said as such; anything else: a crash
+        reason = out_of_memory(e)
+        if reason is None:
+            raise
+        traceback.print_exc()
+        result = {"state": "failed", "value": None, "steps": callback.step, "reason": reason}
     facts["first_step"] = callback.first_step
     (trial_dir / "result.json").write_text(json.dumps({**result, "facts": facts}))
     return 0

@@ -60,6 +60,7 @@ class TrainSettings:
     eval_steps: int
     logging_steps: int
     max_length: int
+    pad_to_multiple_of: int | None
     optim: str
     gradient_checkpointing: bool
     save_strategy: str
@@ -182,6 +183,8 @@ def _train(cfg: DictConfig) -> TrainSettings:
     v["num_train_epochs"] = _number(v, "train", "num_train_epochs", float, 0)
     _check(v["save_strategy"] in ("no", "steps", "epoch"), "train.save_strategy", v["save_strategy"],
            "allowed: no, steps, epoch")
+    if v["pad_to_multiple_of"] is not None:
+        v["pad_to_multiple_of"] = _number(v, "train", "pad_to_multiple_of", int, 0)
     if v["save_total_limit"] is not None:
         v["save_total_limit"] = _number(v, "train", "save_total_limit", int, 0)
     return TrainSettings(**v)

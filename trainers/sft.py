@@ -60,7 +60,9 @@ def sft_config(s: TrialSettings, report_to: str):
         # Checkpoints (optimizer state included) only when the config asks for them.
         save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         use_cpu=not cuda, bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        include_num_input_tokens_seen=True)
+        include_num_input_tokens_seen=True,
+        # Only when asked (the sweep's memory probe): TRL's own default is "auto".
+        **({"pad_to_multiple_of": t.pad_to_multiple_of} if t.pad_to_multiple_of else {}))
 
 
 def ensure_model(model: ModelSettings) -> None:
@@ -105,6 +107,17 @@ def _final_eval_loss(trainer) -> float:
     return trainer.evaluate()["eval_loss"]
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """'out of memory: ...' when the error is the device (or, capped, the host) running out."""
+    import torch
+
+    text = first_line(error)
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+            isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return f"out of memory: {text[:200]}"
+    return None
+
+
 def _checkpoint_step(checkpoint) -> int:
     if checkpoint is None:
         return 0
@@ -136,9 +149,10 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None) 
 
         if torch.cuda.is_available():
             metrics["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    except BaseException:
+    except BaseException as e:
         if run is not None and run.summary.get("state") is None:
             run.summary["state"] = "failed"
+            run.summary["fail_reason"] = out_of_memory(e) or first_line(e)[:300]
         finish_run(run, {})
         raise
     trainer.save_model(str(s.output_dir))

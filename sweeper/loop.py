@@ -1,0 +1,162 @@
+"""The loop that fills slots: every free slot of every device asks the study for a trial and
+launches it the moment its own trial ends (no barrier), until the study holds exactly
+sweep.n_trials finished trials, counted across every slot and every sweep process on the storage."""
+import sys
+import time
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+from optuna.trial import TrialState
+
+from sweeper.launch import Outcome, RunningTrial, TrialProcesses, launch, remove_checkpoints, resume_point, \
+    trial_overrides
+from sweeper.settings import SweepSettings
+from sweeper.slots import Device, Slot, slot_env
+from sweeper.space import suggest, to_overrides
+from sweeper.study import counts
+from sweeper.view import LiveView
+
+EXIT_FAILURES = 1
+OUT_OF_MEMORY = "out of memory"
+
+
+def tell(study, trial, outcome: Outcome) -> None:
+    trial.set_user_attr("steps", outcome.steps)
+    for key, value in outcome.facts.items():
+        if value is not None:
+            trial.set_user_attr(key, value)
+    if outcome.state == "complete":
+        study.tell(trial, outcome.value)
+    elif outcome.state == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr("fail_reason", outcome.reason[-500:])
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def memory_share(s: SweepSettings, device: Device) -> dict | None:
+    """What one of the device's K trial processes may take."""
+    if s.debug_device_memory_mb is not None:  # tests: a pretend device size, enforced on host memory
+        return {"host_bytes": s.debug_device_memory_mb * 2**20 // device.slots}
+    if device.memory_bytes is None:
+        return None
+    from sweeper.packing import gpu_fraction
+
+    return {"gpu_fraction": gpu_fraction(device.memory_bytes, device.slots)}
+
+
+class SweepLoop:
+    def __init__(self, s: SweepSettings, study, storage, devices: list[Device], view: LiveView):
+        self.s, self.study, self.storage, self.devices, self.view = s, study, storage, devices, view
+        self.running: dict[tuple[str, int], RunningTrial] = {}
+        self.processes: dict[tuple[str, int], TrialProcesses] = {}
+        self.failures = 0
+
+    def _free_slots(self) -> list[Slot]:
+        free = []
+        for d in self.devices:
+            busy = sum(1 for (name, _) in self.running if name == d.name)
+            for i in range(d.slots):
+                if busy < d.slots and (d.name, i) not in self.running:
+                    free.append(Slot(d, i, slot_env(d)))
+                    busy += 1
+        return free
+
+    def _processes(self, slot: Slot) -> TrialProcesses:
+        key = (slot.device.name, slot.index)
+        if key not in self.processes:
+            self.processes[key] = TrialProcesses(self.s.dir / f"spare-{slot.label}.log", slot.env)
+        return self.processes[key]
+
+    def _start(self, slot: Slot, tally: dict) -> None:
+        s, study, storage = self.s, self.study, self.storage
+        trial = study.ask()
+        values = suggest(trial, s.space)
+        value_overrides = to_overrides(values, s.space)
+        trial_dir = s.dir / "trials" / str(trial.number)
+        trial.set_user_attr("value_overrides", value_overrides)
+        trial.set_user_attr("output_dir", str(trial_dir))
+        trial.set_user_attr("device", slot.label)
+        frozen = storage.get_trial(trial._trial_id)
+        # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
+        resume_from = resume_point([s.dir / "trials" / str(n) for n in Retry.retry_history(frozen)]) \
+            if s.checkpoints else None
+        retry_of = Retry.retried_trial_number(frozen)
+        retry_of = frozen.user_attrs.get("retry_of") if retry_of is None else retry_of  # after out of memory
+        self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label)
+        # Keep a spare while more trials may follow than are running now.
+        keep_spare = tally["finished"] + tally["running"] + 1 < s.n_trials
+        r = launch(s, storage, trial, values, trial_overrides(s, trial.number, value_overrides, resume_from),
+                   self._processes(slot), keep_spare, slot, memory_share(s, slot.device))
+        r.slots_at_launch = slot.device.slots
+        self.running[(slot.device.name, slot.index)] = r
+
+    def _out_of_memory(self, r: RunningTrial) -> None:
+        """Fewer trials side by side on that device from now on; the values run again when they
+        fit (first in the queue, with a bigger share), unless the trial ran alone already."""
+        device, had = r.slot.device, r.slots_at_launch
+        if had == 1:
+            self.view.note(f"trial {r.number} does not fit on {device.label} even alone: not retried")
+            return
+        if device.slots >= had:  # trials launched side by side may all fail: lower K once for them
+            device.slots = had - 1
+            for index in range(device.slots, had):
+                stale = self.processes.pop((device.name, index), None)
+                if stale is not None:
+                    stale.close()
+            self.view.note(f"{device.label}: out of memory with {had} trials side by side; now {device.slots}")
+        self.study.enqueue_trial(r.trial.params, user_attrs={"retry_of": r.number})
+        self.view.note(f"trial {r.number}'s values will run again, with a {device.slots}-trial share")
+
+    def _end(self, key, r: RunningTrial, outcome: Outcome) -> bool:
+        """Record the outcome; False when max_failures consecutive failures must stop the sweep."""
+        del self.running[key]
+        tell(self.study, r.trial, outcome)
+        remove_checkpoints([r.trial_dir, *(self.s.dir / "trials" / str(n) for n in
+                                           Retry.retry_history(self.storage.get_trial(r.trial._trial_id)))])
+        self.view.end(r.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - r.started,
+                      counts(self.study), outcome.reason)
+        if outcome.reason.startswith(OUT_OF_MEMORY):
+            self._out_of_memory(r)
+            return True  # the sweep's own packing, not the trial's values: not a failure streak
+        self.failures = self.failures + 1 if outcome.state == "failed" else 0
+        if self.failures >= self.s.max_failures:
+            log = r.trial_dir / "trial.log"
+            print(f"error: {self.failures} trials failed in a row (sweep.max_failures={self.s.max_failures}); "
+                  f"last: {outcome.reason}; log: {log}", file=sys.stderr)
+            return False
+        return True
+
+    def run(self) -> int:
+        """0 once the study holds n_trials finished trials; EXIT_FAILURES after max_failures in a row."""
+        while True:
+            optuna.storages.fail_stale_trials(self.study)  # a dead sweep's RUNNING trials: failed, then retried
+            for key, r in list(self.running.items()):
+                outcome = r.poll()
+                self.view.progress(r.number, r.trial_dir / "progress.json")
+                if outcome is not None and not self._end(key, r, outcome):
+                    self.stop_all("stopped after repeated failures")
+                    return EXIT_FAILURES
+            c = counts(self.study)
+            if c["finished"] >= self.s.n_trials and not self.running:
+                return 0
+            for slot in self._free_slots():
+                if c["finished"] + c["running"] >= self.s.n_trials:  # the rest is running (maybe elsewhere)
+                    break
+                self._start(slot, c)
+                c = counts(self.study)
+            time.sleep(0.25 if self.running else self.s.heartbeat_interval)
+
+    def stop_all(self, why: str) -> None:
+        """Ctrl-C, SIGTERM, or a stop: every running trial is failed and its values run first next time."""
+        for key, r in list(self.running.items()):
+            r.kill()
+            r.trial.set_user_attr("fail_reason", why)
+            frozen = self.study.tell(r.trial, state=TrialState.FAIL)
+            Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
+            del self.running[key]
+            self.view.note(f"{why}: trial {r.number} will run again; rerun the same command to continue")
+
+    def close(self) -> None:
+        for processes in self.processes.values():
+            processes.close()
