@@ -25,7 +25,7 @@ def prepare(overrides: list[str]):
 
 def devices_for(s, study, view):
     """The devices this sweep fills and K on each (trials_per_device=auto measures; see packing)."""
-    from sweeper.packing import fits
+    from sweeper.packing import slots_for
     from sweeper.probe import measured_peak
     from sweeper.slots import cpu_threads, find_devices
 
@@ -33,11 +33,8 @@ def devices_for(s, study, view):
     for d in devices:
         if s.trials_per_device != "auto":
             d.slots = s.trials_per_device
-        elif d.memory_bytes is not None:  # a GPU the driver lists: as many as its measured peak allows
-            peak = measured_peak(s, study, d, view)
-            d.slots = fits(d.memory_bytes, peak) if peak else 1
-        else:
-            d.slots = 1  # the CPU: see README (auto on the CPU)
+        elif d.name == "cpu" or d.memory_bytes is not None:  # measurable: the CPU, or a GPU the driver lists
+            d.slots = slots_for(d.memory_bytes, measured_peak(s, study, d, view), cpu_threads(1), len(devices))
         if d.name == "cpu":
             d.threads = cpu_threads(d.slots)
     return devices

@@ -98,7 +98,8 @@ class TrialProcesses:
 
 def exit_reason(returncode: int, log: Path) -> str:
     if returncode == -signal.SIGKILL:  # not us (we kill only stalled trials, and say so): the kernel
-        return "killed by SIGKILL, not by the sweep: most likely the kernel's out-of-memory killer (host memory)"
+        return ("out of memory (host): killed by SIGKILL, not by the sweep: most likely the kernel's "
+                "out-of-memory killer")
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
     return f"exit {returncode}: {failure_line(log)}"

@@ -102,14 +102,15 @@ def run_probe(s: SweepSettings, device: Device, overrides: list[str], out_dir) -
     return {"ok": True, "peak_bytes": peak, **facts}
 
 
-def measured_peak(s: SweepSettings, study, device: Device, view) -> int | None:
-    """The hungriest trial's peak on this kind of device: cached in the study, else measured now.
-    None when even that trial alone does not run (then the device runs one trial at a time)."""
+def measured_peak(s: SweepSettings, study, device: Device, view) -> dict | None:
+    """The hungriest trial's peaks on this kind of device ({"peak_bytes": on the device,
+    "peak_rss_bytes": host memory}): cached in the study, else measured now. None when even that
+    trial alone does not run (then the device runs one trial at a time)."""
     values = hungriest(s.space)
     key = probe_key(s, device, values)
     peaks = study.user_attrs.get("memory_peaks", {})
     if key in peaks:
-        return peaks[key]["peak_bytes"]
+        return peaks[key]
     view.note(f"measuring the hungriest trial's peak memory on {device.label} ({PROBE_STEPS} steps, once per "
               f"study): {', '.join(f'{k}={v}' for k, v in values.items())}")
     out_dir = s.dir / "probe" / key
@@ -117,5 +118,6 @@ def measured_peak(s: SweepSettings, study, device: Device, view) -> int | None:
     if not measured["ok"]:
         view.note(f"the memory probe did not finish (log: {measured['log']}): one trial at a time on {device.label}")
         return None
-    study.set_user_attr("memory_peaks", {**peaks, key: {k: v for k, v in measured.items() if k != "ok"}})
-    return measured["peak_bytes"]
+    measured = {k: v for k, v in measured.items() if k != "ok"}
+    study.set_user_attr("memory_peaks", {**peaks, key: measured})
+    return measured

@@ -23,9 +23,11 @@ LR_SPACE = "+search.learning_rate={type: float, low: 1e-6, high: 3.0, log: true,
 
 @pytest.fixture
 def sweep_args(short_trial, tmp_path):
-    """A short sweep of short trials, writing only under tmp_path."""
+    """A short sweep of short trials, one at a time (trials side by side: test_slots.py), writing
+    only under tmp_path."""
     return short_trial + ["train.warmup_steps=0", f"sweep.dir={tmp_path / 'sweep'}",
-                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t"]
+                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t",
+                          "sweep.trials_per_device=1"]
 
 
 def sweep(args, timeout=600):
@@ -38,7 +40,9 @@ def load(storage, name="t"):
 
 
 def test_make_sweep_end_to_end(sweep_args, tmp_path):
-    args = sweep_args + ["sweep.n_trials=3"]
+    """As a user runs it: trials_per_device=auto measures the hungriest trial once, then fills
+    this 2-core machine's slots."""
+    args = [a for a in sweep_args if a != "sweep.trials_per_device=1"] + ["sweep.n_trials=3"]
     proc = subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={' '.join(args)}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -64,13 +68,18 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         assert run.summary["eval_loss"] == pytest.approx(last)
 
     out = proc.stdout
-    assert "trial 0 ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out
+    assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out
+    (peak,) = study.user_attrs["memory_peaks"].values()
+    assert peak["peak_rss_bytes"] > 100 * 2**20
+    assert "trial 0 [cpu.0] ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out
     assert "step 10/20  eval_loss" in out and "to go 0" in out
     assert "rerun it alone: python -m trainers" in out and (tmp_path / "sweep" / "leaderboard.txt").exists()
     assert f"wandb sync {tmp_path / 'sweep' / 'trials'}/*/wandb/offline-run-*" in out
     best = study.best_trial
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
+    again = sweep(args)  # the study is complete; the measured peak is read from it, not measured again
+    assert again.returncode == 0 and "measuring" not in again.stdout and "slots: cpu x2" in again.stdout
 
 
 def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):

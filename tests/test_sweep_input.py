@@ -14,7 +14,7 @@ from trainers.settings import ConfigError
 @pytest.fixture
 def sweep_args(short_trial, tmp_path):
     return short_trial + [f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}",
-                          "sweep.study_name=t"]
+                          "sweep.study_name=t", "sweep.trials_per_device=1"]
 
 
 def refused(argv, capsys):

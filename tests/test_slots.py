@@ -1,0 +1,120 @@
+"""Trials side by side, for real on this machine's CPU: two slots overlap and never idle while
+trials remain, the study ends with exactly n_trials, a kill -9 with two trials running fails and
+retries both, GPU ids reach the trial processes, out of memory costs one trial and lowers K, and
+the storage holds up under contention."""
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from storage_stress import stress
+from test_sweep import POSTGRES, load, sweep, wait_for
+from wandb_files import offline_runs, read_offline_run
+
+pytestmark = pytest.mark.slow
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture
+def sweep_args(short_trial, tmp_path):
+    return short_trial + ["train.warmup_steps=0", f"sweep.dir={tmp_path / 'sweep'}",
+                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t"]
+
+
+def running_counts(trials) -> list[tuple[int, int]]:
+    """(+1 for a start or -1 for an end, trials running after it), in time order."""
+    events = sorted([(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials])
+    counts, running = [], 0
+    for _, change in events:
+        running += change
+        counts.append((change, running))
+    return counts
+
+
+def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
+    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.trials_per_device=2", "tracking.mode=disabled"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "slots: cpu x2 (1 threads each)" in proc.stdout
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state in FINISHED for t in study.trials] == [True] * 5  # exactly n_trials, none extra
+    counts = running_counts(study.trials)
+    assert max(c for _, c in counts) == 2, "trials overlapped"
+    starts = sorted(t.datetime_start for t in study.trials)
+    # No slot idles while trials remain: until the last start, an end is followed by a start
+    # before the other slot's trial ends too, so the count never falls to zero.
+    last_start = max(i for i, (change, _) in enumerate(counts) if change == 1)
+    assert all(c > 0 for _, c in counts[:last_start]), counts
+    assert {t.user_attrs["device"] for t in study.trials} == {"cpu.0", "cpu.1"}
+    assert all(t.user_attrs["visible_devices"] == "" for t in study.trials)  # the CPU slots hide every GPU
+    assert starts[1] < min(t.datetime_complete for t in study.trials)
+
+
+def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
+    args = sweep_args + ["sweep.n_trials=2", "sweep.trials_per_device=2", "tracking.mode=disabled",
+                         "sweep.heartbeat_interval=1", "sweep.grace_period=3", "train.max_steps=40"]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    trials = tmp_path / "sweep" / "trials"
+    wait_for(lambda: all((trials / n / "progress.json").exists() for n in ("0", "1")))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [t.state for t in load(url).trials] == [TrialState.RUNNING] * 2
+
+    resumed = sweep(args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    study = load(url)
+    assert [t.state for t in study.trials[:2]] == [TrialState.FAIL] * 2
+    retries = {Retry.retried_trial_number(t): t for t in study.trials[2:]}
+    assert set(retries) == {0, 1} and all(retries[n].params == study.trials[n].params for n in (0, 1))
+    assert sum(t.state in FINISHED for t in study.trials) == 2
+
+
+def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
+    """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5 (this machine
+    has no GPU, so the trials train on the CPU; what matters is what each process was given)."""
+    proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.devices=[3,5]", "sweep.trials_per_device=1",
+                               "tracking.mode=disabled"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "slots: gpu3 x1, gpu5 x1" in proc.stdout
+    trials = load(f"sqlite:///{tmp_path / 'study.db'}").trials
+    seen = {t.user_attrs["device"]: t.user_attrs["visible_devices"] for t in trials}
+    assert seen == {"gpu3": "3", "gpu5": "5"}
+
+
+def test_out_of_memory_costs_one_trial_and_lowers_k(sweep_args, tmp_path):
+    """sweep.debug_device_memory_mb pretends the device has that much memory and enforces each
+    trial's share as a host memory limit: two side by side do not fit, one alone does."""
+    args = sweep_args + ["sweep.n_trials=2", "sweep.trials_per_device=2", "sweep.debug_device_memory_mb=800",
+                         "tracking.mode=offline", "sweep.pruner=none"]
+    proc = sweep(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cpu: out of memory with 2 trials side by side; now 1" in proc.stdout
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    oom = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert oom and all(t.user_attrs["fail_reason"].startswith("out of memory") for t in oom)
+    reruns = [t for t in study.trials if t.user_attrs.get("retry_of") is not None]
+    assert sorted(t.user_attrs["retry_of"] for t in reruns) == sorted(t.number for t in oom)
+    assert all(t.state == TrialState.COMPLETE and t.params == study.trials[t.user_attrs["retry_of"]].params
+               for t in reruns)
+    assert sum(t.state in FINISHED for t in study.trials) == 2
+    board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    assert "— out of memory" in board
+    run = read_offline_run(offline_runs(tmp_path / "sweep" / "trials" / str(oom[0].number))[0])
+    assert run.summary["state"] == "failed" and run.summary["fail_reason"].startswith("out of memory")
+
+
+@pytest.mark.parametrize("url", ["sqlite", POSTGRES])
+def test_storage_under_contention(url, tmp_path):
+    url = f"sqlite:///{tmp_path / 'stress.db'}" if url == "sqlite" else url
+    result = stress(url, processes=8, trials=4, steps=25)
+    assert result["errors"] == [], result
+    assert result["exit_codes"] == [0] * 8 and result["finished"] == result["trials"] == 32
+    assert result["complete_reports_intact"], result
