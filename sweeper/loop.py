@@ -18,6 +18,7 @@ from sweeper.view import LiveView
 
 EXIT_FAILURES = 1
 OUT_OF_MEMORY = "out of memory"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def tell(study, trial, outcome: Outcome) -> None:
@@ -68,9 +69,28 @@ class SweepLoop:
             self.processes[key] = TrialProcesses(self.s.dir / f"spare-{slot.label}.log", slot.env)
         return self.processes[key]
 
+    def _not_needed(self, trial) -> bool:
+        """Another sweep process may have claimed the last trial between our count and our ask
+        (the storage has no atomic "ask if under budget"): then hand this one back, so the study
+        still ends with exactly n_trials finished trials. A queued trial (a retry, an enqueued
+        baseline) goes back to the queue as it was."""
+        claimed = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+        if sum(1 for t in claimed if t.number < trial.number) < self.s.n_trials:
+            return False
+        frozen = self.storage.get_trial(trial._trial_id)
+        trial.set_user_attr("fail_reason", "not needed: the study already had sweep.n_trials trials (another "
+                                           "sweep process started the last one at the same moment)")
+        self.study.tell(trial, state=TrialState.FAIL)
+        if "fixed_params" in frozen.system_attrs:
+            self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=frozen.system_attrs,
+                                                           user_attrs=frozen.user_attrs))
+        return True
+
     def _start(self, slot: Slot, tally: dict) -> None:
         s, study, storage = self.s, self.study, self.storage
         trial = study.ask()
+        if self._not_needed(trial):
+            return
         values = suggest(trial, s.space)
         value_overrides = to_overrides(values, s.space)
         trial_dir = s.dir / "trials" / str(trial.number)

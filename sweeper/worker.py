@@ -187,7 +187,7 @@ def main(parent_pid: int) -> int:
     cap_memory(job.get("memory_share"))
     callback = trial_callback(trial, progress)
     # As this process sees it: the device the sweep gave its slot.
-    facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
         facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
     try:

@@ -44,15 +44,17 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     assert "slots: cpu x2 (1 threads each)" in proc.stdout
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state in FINISHED for t in study.trials] == [True] * 5  # exactly n_trials, none extra
-    counts = running_counts(study.trials)
-    assert max(c for _, c in counts) == 2, "trials overlapped"
-    starts = sorted(t.datetime_start for t in study.trials)
-    # No slot idles while trials remain: until the last start, an end is followed by a start
-    # before the other slot's trial ends too, so the count never falls to zero.
-    last_start = max(i for i, (change, _) in enumerate(counts) if change == 1)
-    assert all(c > 0 for _, c in counts[:last_start]), counts
+    assert max(c for _, c in running_counts(study.trials)) == 2, "trials overlapped"
+    # No slot idles while trials remain: each slot's next trial starts as its previous one ends, not
+    # when the other slot's does (a barrier would make the gap as long as the other trial's rest).
+    shortest = min((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials)
+    for slot in ("cpu.0", "cpu.1"):
+        mine = sorted((t for t in study.trials if t.user_attrs["device"] == slot), key=lambda t: t.datetime_start)
+        gaps = [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in zip(mine, mine[1:])]
+        assert gaps and all(0 <= g < shortest / 4 for g in gaps), (slot, gaps, shortest)
     assert {t.user_attrs["device"] for t in study.trials} == {"cpu.0", "cpu.1"}
     assert all(t.user_attrs["visible_devices"] == "" for t in study.trials)  # the CPU slots hide every GPU
+    starts = sorted(t.datetime_start for t in study.trials)
     assert starts[1] < min(t.datetime_complete for t in study.trials)
 
 
@@ -118,3 +120,31 @@ def test_storage_under_contention(url, tmp_path):
     assert result["errors"] == [], result
     assert result["exit_codes"] == [0] * 8 and result["finished"] == result["trials"] == 32
     assert result["complete_reports_intact"], result
+
+
+def test_a_trial_asked_past_the_budget_is_handed_back(tmp_path):
+    """Two sweep processes count, both see one trial to go, both ask: the later ask must not run.
+    Here the other process's trial is a real RUNNING trial in the same storage."""
+    from sweeper.loop import SweepLoop
+    from sweeper.settings import sweep_settings
+    from sweeper.slots import Device, Slot
+    from sweeper.study import build_storage, open_study
+    from sweeper.view import LiveView
+
+    s = sweep_settings([f"sweep.dir={tmp_path}", "sweep.n_trials=2", "sweep.study_name=race",
+                        f"sweep.storage=sqlite:///{tmp_path / 'race.db'}"], check_values=False)
+    storage = build_storage(s)
+    study = open_study(s, storage)  # enqueues the baseline: the queued trial the race must not lose
+    elsewhere = optuna.load_study(study_name="race", storage=s.storage)
+    elsewhere.tell(elsewhere.ask(), 1.0)   # one finished elsewhere (it takes the queued baseline)
+    study.enqueue_trial({"lora_r": 8, "lora_dropout": 0.1, "quant_bits": 4})
+    elsewhere.ask()                         # ...and the last one running there, from the queue
+    study.enqueue_trial({"lora_r": 16, "lora_dropout": 0.1, "quant_bits": 4})
+    loop = SweepLoop(s, study, storage, [Device("cpu", None)], LiveView(2))
+    loop._start(Slot(Device("cpu", None), 0), {"finished": 0, "running": 0})  # counted before the others
+    assert loop.running == {}, "nothing launched"
+    trials = study.get_trials(deepcopy=False)
+    handed_back = trials[2]  # the queued r=16 trial this loop asked for
+    assert handed_back.state == TrialState.FAIL and handed_back.user_attrs["fail_reason"].startswith("not needed")
+    (queued,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert queued.number == 3 and queued.system_attrs["fixed_params"] == {"lora_r": 16, "lora_dropout": 0.1, "quant_bits": 4}
