@@ -74,7 +74,10 @@ def main(out: Path, model_dir: str, sweeps: list[str]) -> None:
         lines += [f"### {summary['sweep']}: {summary['slots']}",
                   f"{summary['trials']} trials in {summary['trials_seconds']} s (first start to last end), "
                   f"{summary['training_tokens']} training tokens, summed {summary['summed_tokens_per_s']} tokens/s, "
-                  f"MFU {summary['mfu']}", "",
+                  f"MFU {summary['mfu']}", *(
+                      [f"measured peak of the hungriest trial: {p.get('peak_bytes', 0) / 2**30:.2f} GiB on the device, "
+                       f"{p.get('peak_rss_bytes', 0) / 2**30:.2f} GiB host RSS"
+                       for p in (summary["memory_peaks"] or {}).values()]), "",
                   "| trial | state | device | values | peak GPU MiB | tokens/s |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['trial']} | {r['state']} | {r['device']} | {r['values']} | {r['peak_gpu_mib']} | "
                   f"{r['tokens_per_s']} |" for r in rows] + [""]
