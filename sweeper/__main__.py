@@ -80,6 +80,10 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from trainers.config import hydra_cli, wants_hydra_cli
+
+    if wants_hydra_cli(argv):
+        return hydra_cli(argv, "python -m sweeper")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
     try:
         s = prepare(argv)

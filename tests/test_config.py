@@ -1,5 +1,9 @@
 """Every config composes and validates; the public keys exist; bad values name their key."""
+import subprocess
+import sys
+
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from trainers.config import CONF_DIR, compose_config
@@ -70,3 +74,21 @@ def test_unknown_override_is_one_line():
     with pytest.raises(ConfigError) as err:
         compose_config(["lora.rnak=8"])
     assert "lora.rnak" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["sweeper", "trainers"])
+def test_hydra_command_line_help_cfg_info(command, tmp_path):
+    """Hydra's own --help, --cfg job and --info answer, and write nothing (no outputs/, no .hydra)."""
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", command, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    help_text = run("--help")
+    assert "search: qlora, qlora_free_alpha, qlora_lr" in help_text and "model: llama3_1_8b, tiny" in help_text
+    assert f"python -m {command}" in help_text and "== Config ==" in help_text
+    job = yaml.safe_load(run("--cfg", "job", "lora.r=8", "quant=int8"))
+    assert job["lora"]["r"] == 8 and job["quant"]["bits"] == 8 and "sweep" in job
+    assert "Config search path" in run("--info")
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,6 @@
-"""Hydra's Compose API over the project's conf/: the one place a config is composed."""
+"""Hydra's Compose API over the project's conf/: the one place a config is composed. Hydra's own
+command line answers --help, --cfg and --info."""
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,3 +22,26 @@ def compose_config(overrides: list[str]) -> DictConfig:
         message = first_line(e)
         named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
         raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None
+
+
+# Hydra's flags that print and stop; they never run a trial or a sweep.
+HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"}
+
+
+def wants_hydra_cli(argv: list[str]) -> bool:
+    return any(a.split("=", 1)[0] in HYDRA_FLAGS for a in argv)
+
+
+def hydra_cli(argv: list[str], command: str) -> int:
+    """Hand --help, --cfg job, --info (with any overrides) to hydra.main, which prints and returns
+    before its task function would run; nothing is written (no outputs/ or .hydra folder)."""
+    import hydra
+
+    sys.argv = [command, *argv]
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def _print_only(cfg: DictConfig) -> None:  # not reached with the flags above
+        raise SystemExit(f"{command}: nothing to show")
+
+    _print_only()
+    return 0
