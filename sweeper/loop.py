@@ -131,6 +131,7 @@ class SweepLoop:
     def _end(self, key, r: RunningTrial, outcome: Outcome) -> bool:
         """Record the outcome; False when max_failures consecutive failures must stop the sweep."""
         del self.running[key]
+        outcome.facts["wall_s"] = round(time.monotonic() - r.started, 1)  # handed over to ended, as the sweep saw it
         tell(self.study, r.trial, outcome)
         remove_checkpoints([r.trial_dir, *(self.s.dir / "trials" / str(n) for n in
                                            Retry.retry_history(self.storage.get_trial(r.trial._trial_id)))])

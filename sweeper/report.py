@@ -29,15 +29,35 @@ def eval_loss(t: FrozenTrial) -> float | None:
 def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
     rows = [t for t in trials if t.state in ORDER]
     rows.sort(key=lambda t: (ORDER[t.state], eval_loss(t) if eval_loss(t) is not None else float("inf")))
-    header = f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  {'steps':>5}  {'time':>6}  values"
+    header = (f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  {'steps':>5}  {'time':>6}  {'train':>6}  {'tok/s':>7}  "
+              f"{'peak GiB':>8}  values")
     lines = [header, "-" * len(header)]
     for t in rows:
         loss = eval_loss(t)
-        seconds = t.duration.total_seconds() if t.duration else 0
+        seconds = t.user_attrs.get("wall_s", t.duration.total_seconds() if t.duration else 0)
+        a = t.user_attrs
+        cost = (f"{a.get('train_s', 0):>5.0f}s  {a.get('tokens_per_s', 0):>7.0f}  {a.get('peak_memory_gib', 0):>8.2f}")
         why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
         lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
-                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {format_values(trial_values(t, s))}{why}")
+                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {cost}  {format_values(trial_values(t, s))}{why}")
     return "\n".join(lines)
+
+
+def cost_totals(trials: list[FrozenTrial]) -> str | None:
+    """The study's cost, and the training steps pruning did not run (against every trial to its end)."""
+    measured = [t for t in trials if "train_s" in t.user_attrs]
+    if not measured:
+        return None
+    a = [t.user_attrs for t in measured]
+    run = sum(x["stopped_at_step"] - x.get("resumed_from_step", 0) for x in a)
+    saved = sum(x["max_steps"] - x["stopped_at_step"] for t, x in zip(measured, a) if t.state == TrialState.PRUNED)
+    share = saved / (run + saved) if run + saved else 0.0
+    memory = max(x.get("peak_memory_gib", 0) for x in a)
+    return (f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
+            f"{sum(x['train_s'] for x in a):.0f} s training, {run} training steps, "
+            f"{sum(x['train_tokens'] for x in a):,} tokens; peak memory {memory:.2f} GiB "
+            f"({a[0].get('peak_memory_of', '?')}); pruning saved {saved} steps ({share:.0%} of running every "
+            f"trial to its end)")
 
 
 def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
@@ -79,6 +99,9 @@ def final_report(study, s: SweepSettings) -> str:
         text += what_mattered(study, len(complete))
     else:
         text.append("no trial completed yet")
+    totals = cost_totals(trials)
+    if totals:
+        text.append(totals)
     if resolve_mode(s.trial.tracking) == "offline":
         text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
                     f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-*")

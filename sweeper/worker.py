@@ -52,7 +52,7 @@ class Progress:
             tmp.replace(self.path)
 
 
-def trial_callback(trial, progress: Progress):
+def trial_callback(trial, progress: Progress, meter=None):
     """Reports each eval loss to the study and stops training when the pruner says so, or when
     the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values).
     trial=None (a memory probe): progress only."""
@@ -92,7 +92,8 @@ def trial_callback(trial, progress: Progress):
                 import wandb
 
                 if wandb.run is not None:
-                    wandb.run.summary.update({"state": "pruned", "pruned_at_step": self.step, "eval_loss": loss})
+                    cost = meter.summary() if meter is not None else {}
+                    wandb.run.summary.update({"state": "pruned", "pruned_at_step": self.step, "eval_loss": loss, **cost})
                 raise optuna.TrialPruned(f"pruned at step {self.step} (eval_loss {loss:.4f})")
 
     return ReportAndPrune()
@@ -185,13 +186,17 @@ def main(parent_pid: int) -> int:
     trial = optuna.trial.Trial(study, job["trial_id"])
 
     cap_memory(job.get("memory_share"))
-    callback = trial_callback(trial, progress)
+    from trainers.cost import cost_meter
+
+    meter = cost_meter()
+    callback = trial_callback(trial, progress, meter)
     # As this process sees it: the device the sweep gave its slot.
     facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
         facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
     try:
-        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}})
+        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}},
+                            meter=meter)
         result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"]}
     except optuna.TrialPruned as e:
         print(e, flush=True)
@@ -203,6 +208,7 @@ def main(parent_pid: int) -> int:
         traceback.print_exc()
         result = {"state": "failed", "value": None, "steps": callback.step, "reason": reason}
     facts["first_step"] = callback.first_step
+    facts.update(meter.summary())  # what it cost, complete, pruned or out of memory alike
     (trial_dir / "result.json").write_text(json.dumps({**result, "facts": facts}))
     return 0
 

@@ -67,6 +67,15 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         last = t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
         assert run.summary["eval_loss"] == pytest.approx(last)
 
+    for t in study.trials:  # what each trial cost, on the trial, in its W&B summary, on the leaderboard
+        a = t.user_attrs
+        assert a["wall_s"] > a["train_s"] > 0 and a["train_tokens"] > 0 and a["tokens_per_s"] > 0
+        assert a["peak_memory_gib"] > 0.1 and a["peak_memory_of"] == "host rss" and a["max_steps"] == 20
+        assert a["stopped_at_step"] == a["steps"]
+        assert runs[f"trial-{t.number}"].summary["train_tokens"] == a["train_tokens"]
+    board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    assert "tok/s  peak GiB" in board and "cost: 3 trials" in board and "pruning saved" in board
+
     out = proc.stdout
     assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out
     (peak,) = study.user_attrs["memory_peaks"].values()

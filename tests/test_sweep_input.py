@@ -169,3 +169,22 @@ def test_hide_password(url, shown):
     from sweeper.settings import hide_password
 
     assert hide_password(url) == shown
+
+
+def test_cost_totals_count_what_pruning_saved():
+    from optuna.trial import TrialState
+
+    from sweeper.report import cost_totals
+
+    def trial(state, stopped, resumed=0):
+        return optuna.trial.create_trial(
+            state=state, value=1.0 if state == TrialState.COMPLETE else None, params={}, distributions={},
+            user_attrs={"train_s": 10.0, "train_tokens": 1000, "stopped_at_step": stopped, "max_steps": 40,
+                        "resumed_from_step": resumed, "wall_s": 20.0, "peak_memory_gib": 1.5, "peak_memory_of": "gpu"})
+
+    line = cost_totals([trial(TrialState.COMPLETE, 40), trial(TrialState.PRUNED, 10), trial(TrialState.PRUNED, 20),
+                        trial(TrialState.COMPLETE, 40, resumed=20)])
+    # steps run: 40 + 10 + 20 + (40 - 20) = 90; not run thanks to pruning: 30 + 20 = 50 of 140
+    assert line == ("cost: 4 trials, 80 s of trial time, 40 s training, 90 training steps, 4,000 tokens; peak memory "
+                    "1.50 GiB (gpu); pruning saved 50 steps (36% of running every trial to its end)")
+    assert cost_totals([]) is None

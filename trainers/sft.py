@@ -124,15 +124,19 @@ def _checkpoint_step(checkpoint) -> int:
     return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
 
 
-def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None) -> dict:
-    """Train one LoRA adapter; returns the final metrics (also saved as metrics.json)."""
+def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, meter=None) -> dict:
+    """Train one LoRA adapter; returns the final metrics and its cost (also saved as metrics.json).
+    meter: a trainers.cost meter the caller keeps, to read what a trial cost when it stops early."""
+    from trainers.cost import cost_meter
+
     start = time.monotonic()
+    meter = meter or cost_meter()
     tokenizer, train, evals = prepare_inputs(s)
     model = load_base_model(s.model, s.quant, s.train.gradient_checkpointing)
     run = start_run(s.tracking, {**s.resolved, **(extra_config or {})}, s.output_dir, s.cache_dir)
     trainer = _trainer_class()(model=model, args=sft_config(s, "wandb" if run else "none"), train_dataset=train,
                          eval_dataset=evals, processing_class=tokenizer, peft_config=build_lora(s.lora),
-                         callbacks=[_eval_printer(), *callbacks])
+                         callbacks=[_eval_printer(), meter, *callbacks])
     resume = str(s.resume_from_checkpoint) if s.resume_from_checkpoint else None
     if resume:
         print(f"resuming from {resume}", flush=True)
@@ -142,13 +146,9 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None) 
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
-            "train_tokens": int(trainer.state.num_input_tokens_seen),
             "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint),
+            **meter.summary(),  # train_s, train_tokens (trained in this process), tokens_per_s, peak memory
         }
-        import torch
-
-        if torch.cuda.is_available():
-            metrics["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     except BaseException as e:
         if run is not None and run.summary.get("state") is None:
             run.summary["state"] = "failed"
