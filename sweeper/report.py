@@ -5,6 +5,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.model_card import model_card
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
 from trainers.tracking import resolve_mode
@@ -93,9 +94,14 @@ def final_report(study, s: SweepSettings) -> str:
         if link.is_symlink() or not link.exists():
             link.unlink(missing_ok=True)
             link.symlink_to(adapter)
+        rerun = rerun_command(best, s)
+        if (adapter / "adapter_config.json").exists():
+            card = model_card(best, trial_values(best, s), s, sum(t.state in ORDER and t.state != TrialState.FAIL
+                                                                  for t in trials), rerun, link)
+            (adapter / "README.md").write_text(card)
         text += [f"best: trial {best.number}, eval_loss {best.value:.4f}: {format_values(trial_values(best, s))}",
-                 f"best adapter: {adapter}  (also {link})",
-                 f"rerun it alone: {rerun_command(best, s)}"]
+                 f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})",
+                 f"rerun it alone: {rerun}"]
         text += what_mattered(study, len(complete))
     else:
         text.append("no trial completed yet")

@@ -87,6 +87,18 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     best = study.best_trial
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
+    card = (tmp_path / "sweep" / "best" / "README.md").read_text()
+    assert card.startswith(f"# t: best trial {best.number}") and f"| eval_loss | {best.value:.4f} |" in card
+    assert "AutoPeftModelForCausalLM.from_pretrained(" in card and "python -m trainers" in card
+    from peft import AutoPeftModelForCausalLM  # the card's one line, as a user runs it
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "sweep" / "best"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "sweep" / "best"))
+    ids = tokenizer("How much does this cost to the nearest dollar?\n\nTitle: Nordex laptop\n\nPrice is $",
+                    return_tensors="pt")
+    generated = model.generate(**ids, max_new_tokens=5, do_sample=False)[0, ids["input_ids"].shape[1]:]
+    assert tokenizer.decode(generated, skip_special_tokens=True).strip() != ""
     again = sweep(args)  # the study is complete; the measured peak is read from it, not measured again
     assert again.returncode == 0 and "measuring" not in again.stdout and "slots: cpu x2" in again.stdout
 

@@ -1,0 +1,63 @@
+"""The winner, ready to take away: a README (model card) in outputs/<study>/best/ with the base
+model, the values, the metrics, what it cost, the command that reproduces it and the line that
+loads it. It replaces the template PEFT writes beside every adapter."""
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+from sweeper.settings import SweepSettings
+
+COST_KEYS = (("wall_s", "trial wall time, s"), ("train_s", "training time, s"), ("train_tokens", "training tokens"),
+             ("tokens_per_s", "training tokens / s"), ("peak_memory_gib", "peak memory, GiB"),
+             ("stopped_at_step", "steps"))
+
+
+def model_card(best: FrozenTrial, values: dict, s: SweepSettings, n_finished: int, rerun: str, folder: Path) -> str:
+    a = best.user_attrs
+    bits = s.trial.quant.bits if "quant_bits" not in values else values["quant_bits"]
+    rows = "\n".join(f"| {k} | {v} |" for k, v in values.items())
+    cost = "\n".join(f"| {label} | {a[key]} |" for key, label in COST_KEYS if key in a)
+    quantized = "" if bits is None else (
+        f"\nIt was trained on a {bits}-bit base model. To use the same memory at inference, pass the same\n"
+        "quantization: `AutoPeftModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig("
+        + ("load_in_4bit=True, bnb_4bit_quant_type='nf4'" if bits == 4 else "load_in_8bit=True") + "))`.\n")
+    return f"""# {s.study_name}: best trial {best.number}
+
+A LoRA adapter for `{s.trial.model.name_or_path}`, the best of {n_finished} finished trials of the
+Optuna study `{s.study_name}` (storage `{s.storage_shown}`), found by qlora-sweep.
+
+## Load it
+
+```python
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+
+model = AutoPeftModelForCausalLM.from_pretrained("{folder}")
+tokenizer = AutoTokenizer.from_pretrained("{folder}")
+```
+{quantized}
+## Values
+
+| parameter | value |
+|---|---|
+{rows}
+
+## Metrics
+
+| metric | value |
+|---|---|
+| eval_loss | {best.value:.4f} |
+| data | `{s.trial.data.name_or_path}` |
+
+## What it cost
+
+| | |
+|---|---|
+{cost}
+
+## Reproduce it
+
+```bash
+{rerun}
+```
+"""
