@@ -57,6 +57,7 @@ class SweepSettings:
     devices: object               # "auto", "cpu", or a list of GPU ids
     trials_per_device: object     # K, or "auto": sized from a measured peak
     debug_device_memory_mb: int | None  # tests: a pretend device size, enforced on host memory
+    dashboard_port: int           # make dashboard serves the storage on 127.0.0.1 at this port
     enqueue: list[dict]
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
@@ -172,5 +173,6 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         checkpoints=raw["checkpoints"], stall_timeout=_optional_int(raw, "stall_timeout", 1),
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
         trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
-        debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1), enqueue=enqueue, space=space, trial=trial,
+        debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
+        dashboard_port=_int(raw, "dashboard_port", 1), enqueue=enqueue, space=space, trial=trial,
         overrides=list(overrides), fingerprint=fingerprint(raw_space, trial, space), candidates=candidates)

@@ -1,0 +1,34 @@
+"""`make dashboard` (`python -m sweeper.dashboard [overrides]`): the sweep's study storage served by
+optuna-dashboard on 127.0.0.1:sweep.dashboard_port, the same overrides picking the same study."""
+import sys
+from pathlib import Path
+
+from trainers.settings import ConfigError
+
+
+def storage_to_serve(argv: list[str]):
+    from sweeper.settings import sweep_settings
+
+    s = sweep_settings(argv, check_values=False)
+    if s.storage.startswith("sqlite:///") and not Path(s.storage.removeprefix("sqlite:///")).exists():
+        raise ConfigError("sweep.storage", s.storage_shown, "no study there yet: run make sweep with the same ARGS first")
+    return s
+
+
+def main(argv: list[str]) -> int:
+    try:
+        s = storage_to_serve(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from optuna_dashboard import run_server
+
+    port = s.dashboard_port
+    print(f"optuna-dashboard: http://127.0.0.1:{port}/ serving {s.storage_shown} (study {s.study_name!r}); "
+          "Ctrl-C stops it", flush=True)
+    run_server(s.storage, host="127.0.0.1", port=port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""`make dashboard`: optuna-dashboard serves a study this project wrote, over HTTP on 127.0.0.1."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+
+from conftest import ROOT
+from sweeper.settings import sweep_settings
+from sweeper.study import build_storage, open_study
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_dashboard_serves_the_study_and_its_trials(tmp_path):
+    args = [f"sweep.dir={tmp_path}", "sweep.study_name=dash", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}"]
+    s = sweep_settings(args, check_values=False)
+    study = open_study(s, build_storage(s))  # as a sweep opens it: fingerprint, enqueued baseline
+    for r, loss in ((32, 1.2), (8, 2.4)):
+        trial = study.ask({"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32])})
+        trial.set_user_attr("lora_alpha", 2 * trial.params["lora_r"])
+        trial.report(loss + 1, 10)
+        study.tell(trial, loss)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper.dashboard", *args, f"sweep.dashboard_port={port}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                studies = get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.5)
+        (served,) = [x for x in studies if x["study_name"] == "dash"]
+        detail = get(f"http://127.0.0.1:{port}/api/studies/{served['study_id']}?after=0")
+        assert len(detail["trials"]) == 2
+        assert sorted(t["values"][0] for t in detail["trials"]) == [1.2, 2.4]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dashboard_without_a_study_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sweeper.dashboard", f"sweep.dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: sweep.storage=") and "run make sweep" in proc.stderr
