@@ -73,9 +73,12 @@ MIN_POINTS = 5  # below this, importances are noise presented as a finding
 
 
 def what_mattered(study) -> list[str]:
-    """Optuna's default importances (PED-ANOVA in Optuna 5, no scikit-learn needed) of the eval loss at one step, over every trial that reached it, pruned ones
+    """Optuna's fANOVA importances (random forests; how much of the loss's variance each parameter
+    explains) of the eval loss at one step, over every trial that reached it, pruned ones
     included: with pruning on, the sweep refuses spaces that change what a step means, so losses at
-    the same step compare. The step is the latest one at least MIN_POINTS trials reached."""
+    the same step compare. The step is the latest one at least MIN_POINTS trials reached. Optuna 5's
+    default, PED-ANOVA, looks at the best 10% only, which on the demo's 8 trials is one trial: it
+    named dropout 100% where fANOVA names the rank 85-91% (seeds 0-2), as the losses show."""
     import optuna
 
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -92,11 +95,11 @@ def what_mattered(study) -> list[str]:
                                                        value=t.intermediate_values[step]))
     try:
         importances = optuna.importance.get_param_importances(
-            points, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            points, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError):  # e.g. every trial has the same values
         return []
     shown = ", ".join(f"{name} {share:.0%}" for name, share in importances.items())
-    return [f"what mattered (PED-ANOVA on eval_loss at step {step}, {reached[step]} trials): {shown}"]
+    return [f"what mattered (fANOVA on eval_loss at step {step}, {reached[step]} trials): {shown}"]
 
 
 def final_report(study, s: SweepSettings) -> str:

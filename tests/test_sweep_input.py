@@ -211,6 +211,6 @@ def test_what_mattered_names_the_parameter_that_drives_the_loss():
             distributions=dists, value=at_10 - 1 if complete else None,
             intermediate_values={10: at_10, **({20: at_10 - 0.5, 40: at_10 - 1} if complete else {})}))
     (line,) = what_mattered(study)
-    assert line.startswith("what mattered (PED-ANOVA on eval_loss at step 10, 12 trials): lora_r ")
+    assert line.startswith("what mattered (fANOVA on eval_loss at step 10, 12 trials): lora_r ")
     shares = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))
     assert int(shares["lora_r"].rstrip("%")) > 90
