@@ -9,7 +9,7 @@ ARGS   ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sweep trial dashboard tiny test test-fast clean
+.PHONY: help setup sweep trial report dashboard tiny test test-fast clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ sweep: $(STAMP) ## run the Optuna sweep of QLoRA trials (embedded tiny default; 
 
 trial: $(STAMP) ## run one fine-tuning trial: python -m trainers $(ARGS)
 	$(BIN)/python -m trainers $(ARGS)
+
+report: $(STAMP) ## write outputs/<study>/report/ (leaderboard, plots, index.html) for the study ARGS name
+	$(BIN)/python -m sweeper.report_files $(ARGS)
 
 dashboard: $(STAMP) ## serve the study in optuna-dashboard on 127.0.0.1:8080 (same ARGS as make sweep; sweep.dashboard_port=...)
 	$(BIN)/python -m sweeper.dashboard $(ARGS)

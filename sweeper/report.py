@@ -130,6 +130,10 @@ def final_report(study, s: SweepSettings) -> str:
     if resolve_mode(s.trial.tracking) == "offline":
         text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
                     f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-*")
+    from sweeper.report_files import write_report
+
+    index = write_report(study, s, "\n".join(text))
+    text.append(f"report: {index} (leaderboard as CSV and Markdown, plots)")
     report = "\n".join(text)
     (s.dir / "leaderboard.txt").write_text(report + "\n")
     return report

@@ -75,6 +75,8 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         assert runs[f"trial-{t.number}"].summary["train_tokens"] == a["train_tokens"]
     board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
     assert "tok/s  peak GiB" in board and "cost: 3 trials" in board and "pruning saved" in board
+    report = tmp_path / "sweep" / "report"
+    assert (report / "index.html").exists() and (report / "curves.png").exists() and (report / "leaderboard.csv").exists()
 
     out = proc.stdout
     assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out

@@ -1,0 +1,66 @@
+"""The report folder: leaderboard as CSV and Markdown, Optuna's own plots with one point or line per
+finished trial (pruned ones included), and one self-contained index.html."""
+import base64
+import csv
+import random
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.report_files import plots, write_report
+from sweeper.settings import sweep_settings
+
+
+@pytest.fixture
+def study():
+    """Like the demo: 3 trials complete, 5 pruned at step 10, 1 failed."""
+    rng = random.Random(1)
+    dists = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
+             "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
+    study = optuna.create_study()
+    for i in range(8):
+        r, dropout = rng.choice([8, 16, 32]), rng.uniform(0.05, 0.2)
+        at_10 = 5.0 - 0.1 * r + dropout
+        curve = {10: at_10, 20: at_10 - 0.5, 40: at_10 - 1} if i < 3 else {10: at_10}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if i < 3 else TrialState.PRUNED, value=curve[40] if i < 3 else None,
+            params={"lora_r": r, "lora_dropout": dropout}, distributions=dists, intermediate_values=curve,
+            user_attrs={"lora_alpha": 2 * r, "steps": max(curve), "wall_s": 10.0, "train_s": 5.0,
+                        "tokens_per_s": 1000.0, "peak_memory_gib": 0.7}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "out of memory: x"}))
+    return study
+
+
+def test_each_plot_has_one_point_or_line_per_finished_trial(study):
+    figures = {name: figure for name, (figure, _) in plots(study).items()}
+    assert set(figures) == {"curves", "history", "importances", "parallel", "slices"}
+    curves = figures["curves"].axes[0]
+    assert len(curves.get_lines()) == 8
+    assert sorted(len(line.get_xdata()) for line in curves.get_lines()) == [1] * 5 + [3] * 3  # pruned: cut short
+    assert curves.get_xlabel() == "training step" and curves.get_ylabel() == "eval loss"
+    history = figures["history"].axes[0]
+    assert len(history.collections[0].get_offsets()) == 8 and history.get_ylabel() == "eval loss at step 10"
+    slices = [ax for ax in figures["slices"].axes if ax.get_xlabel() in ("lora_r", "lora_dropout")]  # not the colorbar
+    assert len(slices) == 2 and all(len(ax.collections[0].get_offsets()) == 8 for ax in slices)
+    parallel = figures["parallel"].axes[0]
+    assert sum(len(c.get_segments()) for c in parallel.collections if hasattr(c, "get_segments")) == 8
+    importances = figures["importances"].axes[0]
+    assert [t.get_text() for t in importances.get_yticklabels()][-1] == "lora_r"  # the top bar: what drives it
+
+
+def test_report_folder(study, tmp_path):
+    s = sweep_settings([f"sweep.dir={tmp_path}"], check_values=False)
+    index = write_report(study, s, "study text")
+    folder = tmp_path / "report"
+    assert index == folder / "index.html"
+    assert sorted(p.name for p in folder.glob("*.png")) == ["curves.png", "history.png", "importances.png",
+                                                            "parallel.png", "slices.png"]
+    page = index.read_text()
+    images = page.split("src='data:image/png;base64,")[1:]
+    assert len(images) == 5 and all(base64.b64decode(i.split("'")[0])[:4] == b"\x89PNG" for i in images)
+    with (folder / "leaderboard.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["state"] for r in table] == ["complete"] * 3 + ["pruned"] * 5 + ["fail"]
+    assert table[-1]["fail_reason"] == "out of memory: x" and table[0]["lora_alpha"]
+    assert (folder / "leaderboard.md").read_text().count("\n") == 2 + 9
