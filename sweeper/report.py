@@ -127,13 +127,16 @@ def final_report(study, s: SweepSettings) -> str:
     totals = cost_totals(trials)
     if totals:
         text.append(totals)
-    if resolve_mode(s.trial.tracking) == "offline":
-        text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
-                    f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-*")
-    from sweeper.report_files import write_report
+    from sweeper.report_files import rows, write_report
+    from sweeper.wandb_summary import log_summary_run
 
     index = write_report(study, s, "\n".join(text))
     text.append(f"report: {index} (leaderboard as CSV and Markdown, plots)")
+    if log_summary_run(study, s, rows(trials, s), index.parent) is not None:
+        text.append(f"W&B: trial runs and a summary run ({s.study_name}-summary) in group {s.study_name!r}")
+    if resolve_mode(s.trial.tracking) == "offline":
+        text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
+                    f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-* {s.dir / 'summary'}/wandb/offline-run-*")
     report = "\n".join(text)
     (s.dir / "leaderboard.txt").write_text(report + "\n")
     return report

@@ -63,7 +63,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         run = runs[f"trial-{t.number}"]
         assert (run.group, run.job_type) == ("t", "trial")
         assert run.config["trial"]["lora_r"] == t.params["lora_r"] and run.config["lora"]["r"] == t.params["lora_r"]
-        assert run.summary["state"] == t.state.name.lower()
+        assert run.summary["state"] == t.state.name.lower() and run.tags == [t.state.name.lower()]
         last = t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
         assert run.summary["eval_loss"] == pytest.approx(last)
 
@@ -85,7 +85,14 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert "trial 0 [cpu.0] ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out
     assert "step 10/20  eval_loss" in out and "to go 0" in out
     assert "rerun it alone: python -m trainers" in out and (tmp_path / "sweep" / "leaderboard.txt").exists()
-    assert f"wandb sync {tmp_path / 'sweep' / 'trials'}/*/wandb/offline-run-*" in out
+    assert f"wandb sync {tmp_path / 'sweep' / 'trials'}/*/wandb/offline-run-* {tmp_path / 'sweep' / 'summary'}" in out
+    (summary_dir,) = offline_runs(tmp_path / "sweep" / "summary")
+    summary_run = read_offline_run(summary_dir)
+    assert (summary_run.job_type, summary_run.group, summary_run.name) == ("sweep-summary", "t", "t-summary")
+    assert summary_run.summary["best_trial_run"] == f"trial-{study.best_trial.number}"
+    logged = {k: v for h in summary_run.history for k, v in h.items()}  # nested keys joined with "/"
+    assert logged["leaderboard/_type"] == "table-file" and logged["leaderboard/nrows"] == 3
+    assert logged["plots/curves/_type"] == "image-file"  # 3 trials: too few for the plots at a common step
     best = study.best_trial
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))

@@ -16,6 +16,7 @@ class OfflineRun:
     group: str = ""
     job_type: str = ""
     name: str = ""
+    tags: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
@@ -60,6 +61,7 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
         if kind == "run":
             r = record.run
             run.project, run.group, run.job_type, run.name = r.project, r.run_group, r.job_type, r.display_name
+            run.tags = list(r.tags)  # a later run record (tags set after init) carries them all
             run.config.update({_key(i): json.loads(i.value_json) for i in r.config.update})
         elif kind == "config":
             run.config.update({_key(i): json.loads(i.value_json) for i in record.config.update})

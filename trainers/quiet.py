@@ -26,6 +26,7 @@ def install() -> None:
     datasets.disable_progress_bars()
     warnings.simplefilter("once")
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # libraries' notes to each other, not to users
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     # Filters on a handler see every record that reaches it, from child loggers too.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     transformers.logging.get_logger()  # creates transformers' own handler before we filter it

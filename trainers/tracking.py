@@ -49,6 +49,9 @@ def finish_run(run, summary: dict) -> None:
         return
     for key, value in summary.items():
         run.summary[key] = value
+    state = run.summary.get("state")  # complete, pruned or failed: a tag, to filter runs by in W&B
+    if state:
+        run.tags = tuple(dict.fromkeys((*(run.tags or ()), state)))
     offline = run.settings.mode == "offline" or run.offline
     run_dir = Path(run.dir).parent
     run.finish()
