@@ -16,6 +16,8 @@ def model_card(best: FrozenTrial, values: dict, s: SweepSettings, n_finished: in
     a = best.user_attrs
     bits = s.trial.quant.bits if "quant_bits" not in values else values["quant_bits"]
     rows = "\n".join(f"| {k} | {v} |" for k, v in values.items())
+    metrics = "".join(f"| {k} | {a[k]} |\n" for k in ("eval_loss", "price_mae", "price_within_20")
+                      if k in a and k != s.objective)
     cost = "\n".join(f"| {label} | {a[key]} |" for key, label in COST_KEYS if key in a)
     quantized = "" if bits is None else (
         f"\nIt was trained on a {bits}-bit base model. To use the same memory at inference, pass the same\n"
@@ -46,8 +48,8 @@ tokenizer = AutoTokenizer.from_pretrained("{folder}")
 
 | metric | value |
 |---|---|
-| eval_loss | {best.value:.4f} |
-| data | `{s.trial.data.name_or_path}` |
+| {s.objective} (what the sweep minimised) | {best.value:.4f} |
+{metrics}| data | `{s.trial.data.name_or_path}` |
 
 ## What it cost
 

@@ -21,6 +21,8 @@ def trial_values(t: FrozenTrial, s: SweepSettings) -> dict:
 
 
 def eval_loss(t: FrozenTrial) -> float | None:
+    if "eval_loss" in t.user_attrs:  # the value may be a task metric (sweep.objective)
+        return t.user_attrs["eval_loss"]
     if t.state == TrialState.COMPLETE:
         return t.value
     if t.intermediate_values:
@@ -28,11 +30,18 @@ def eval_loss(t: FrozenTrial) -> float | None:
     return None
 
 
+def rank_value(t: FrozenTrial) -> float:
+    """Complete trials by their value (the objective); others by their last eval loss."""
+    value = t.value if t.state == TrialState.COMPLETE else eval_loss(t)
+    return value if value is not None else float("inf")
+
+
 def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
     rows = [t for t in trials if t.state in ORDER]
-    rows.sort(key=lambda t: (ORDER[t.state], eval_loss(t) if eval_loss(t) is not None else float("inf")))
-    header = (f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  {'steps':>5}  {'time':>6}  {'train':>6}  {'tok/s':>7}  "
-              f"{'peak GiB':>8}  values")
+    rows.sort(key=lambda t: (ORDER[t.state], rank_value(t)))
+    task = s.objective != "eval_loss"  # then a column of the objective too, complete trials ranked by it
+    header = (f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  " + (f"{s.objective:>10}  " if task else "") +
+              f"{'steps':>5}  {'time':>6}  {'train':>6}  {'tok/s':>7}  {'peak GiB':>8}  values")
     lines = [header, "-" * len(header)]
     for t in rows:
         loss = eval_loss(t)
@@ -40,8 +49,9 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
         a = t.user_attrs
         cost = (f"{a.get('train_s', 0):>5.0f}s  {a.get('tokens_per_s', 0):>7.0f}  {a.get('peak_memory_gib', 0):>8.2f}")
         why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
+        objective = (f"{t.value if t.state == TrialState.COMPLETE else float('nan'):>10.4f}  " if task else "")
         lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
-                     f"{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {cost}  {format_values(trial_values(t, s))}{why}")
+                     f"{objective}{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {cost}  {format_values(trial_values(t, s))}{why}")
     return "\n".join(lines)
 
 
@@ -118,7 +128,7 @@ def final_report(study, s: SweepSettings) -> str:
             card = model_card(best, trial_values(best, s), s, sum(t.state in ORDER and t.state != TrialState.FAIL
                                                                   for t in trials), rerun, link)
             (adapter / "README.md").write_text(card)
-        text += [f"best: trial {best.number}, eval_loss {best.value:.4f}: {format_values(trial_values(best, s))}",
+        text += [f"best: trial {best.number}, {s.objective} {best.value:.4f}: {format_values(trial_values(best, s))}",
                  f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})",
                  f"rerun it alone: {rerun}"]
         text += what_mattered(study)

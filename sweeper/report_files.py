@@ -16,14 +16,14 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.settings import SweepSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-COLUMNS = ("trial", "state", "eval_loss", "steps", "wall_s", "train_s", "tokens_per_s", "peak_memory_gib")
+COLUMNS = ("trial", "state", "eval_loss", "steps", "wall_s", "train_s", "tokens_per_s", "peak_memory_gib",
+           "price_mae", "price_within_20")
 
 
 def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
-    from sweeper.report import ORDER, eval_loss, trial_values
+    from sweeper.report import ORDER, eval_loss, rank_value, trial_values
 
-    ranked = sorted((t for t in trials if t.state in ORDER),
-                    key=lambda t: (ORDER[t.state], eval_loss(t) if eval_loss(t) is not None else float("inf")))
+    ranked = sorted((t for t in trials if t.state in ORDER), key=lambda t: (ORDER[t.state], rank_value(t)))
     return [{"trial": t.number, "state": t.state.name.lower(), "eval_loss": eval_loss(t),
              "steps": t.user_attrs.get("steps"), **{k: t.user_attrs.get(k) for k in COLUMNS[4:]},
              **trial_values(t, s), "fail_reason": t.user_attrs.get("fail_reason", "")} for t in ranked]

@@ -20,7 +20,8 @@ STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs",
                 "train.gradient_accumulation_steps", "train.max_length")
 # Keys that may change between runs of one study without making its trials incomparable.
 NOT_FINGERPRINTED = ("tracking", "output_dir", "cache_dir", "resume_from_checkpoint",
-                     "train.save_strategy", "train.save_steps", "train.save_total_limit")  # saving changes no result
+                     "train.save_strategy", "train.save_steps", "train.save_total_limit",  # saving changes no result
+                     "data.metric", "data.metric_rows")  # judged after training; the objective is fingerprinted
 
 
 def hide_password(url: str) -> str:
@@ -58,6 +59,7 @@ class SweepSettings:
     trials_per_device: object     # K, or "auto": sized from a measured peak
     debug_device_memory_mb: int | None  # tests: a pretend device size, enforced on host memory
     dashboard_port: int           # make dashboard serves the storage on 127.0.0.1 at this port
+    objective: str                # what the study minimises: eval_loss, or a task metric (price_mae)
     enqueue: list[dict]
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
@@ -84,6 +86,16 @@ def _int(raw: dict, key: str, minimum: int) -> int:
     value = raw.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"sweep.{key}", value, f"a whole number >= {minimum}")
+    return value
+
+
+def _objective(value, trial: TrialSettings) -> str:
+    from trainers.metrics import OBJECTIVES
+
+    allowed = ["eval_loss", *OBJECTIVES.get(trial.data.metric, ())]
+    if value not in allowed:
+        hint = "" if trial.data.metric else " (a task metric needs data.metric, e.g. data.metric=price)"
+        raise ConfigError("sweep.objective", value, f"allowed: {', '.join(allowed)}{hint}")
     return value
 
 
@@ -164,6 +176,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     if not isinstance(raw.get("checkpoints"), bool):
         raise ConfigError("sweep.checkpoints", raw.get("checkpoints"), "true or false")
 
+    objective = _objective(raw.get("objective"), trial)
     sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
     storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     return SweepSettings(
@@ -174,5 +187,8 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
         trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
         debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
-        dashboard_port=_int(raw, "dashboard_port", 1), enqueue=enqueue, space=space, trial=trial,
-        overrides=list(overrides), fingerprint=fingerprint(raw_space, trial, space), candidates=candidates)
+        dashboard_port=_int(raw, "dashboard_port", 1), objective=objective, enqueue=enqueue, space=space, trial=trial,
+        overrides=list(overrides), candidates=candidates,
+        fingerprint={**fingerprint(raw_space, trial, space),
+                     # mixing objectives in one study would rank unlike values; eval_loss studies predate the key
+                     **({"sweep.objective": objective} if objective != "eval_loss" else {})})

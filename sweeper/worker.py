@@ -197,7 +197,8 @@ def main(parent_pid: int) -> int:
     try:
         metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}},
                             meter=meter)
-        result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"]}
+        result = {"state": "complete", "value": metrics[s.objective], "steps": metrics["steps"]}
+        facts.update({k: metrics[k] for k in ("eval_loss", "price_mae", "price_within_20") if k in metrics})
     except optuna.TrialPruned as e:
         print(e, flush=True)
         result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}

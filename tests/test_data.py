@@ -5,14 +5,15 @@ import json
 import pytest
 
 from trainers.data import load_splits
-from trainers.settings import DataSettings
+from trainers.settings import ConfigError, DataSettings
 
 PC = [{"prompt": f"How much is item {i}?\n\nPrice is $", "completion": f"{i}.00"} for i in range(40)]
 
 
 def settings(path, **kw):
     base = dict(name_or_path=str(path), build=None, config_name=None, format="auto", columns={}, train_split="train",
-                eval_split=None, eval_size=8, max_train_samples=None, seed=42)
+                eval_split=None, eval_size=8, max_train_samples=None, seed=42, response_template=None, metric=None,
+                metric_rows=8)
     return DataSettings(**{**base, **kw})
 
 
@@ -72,3 +73,31 @@ def test_synthetic_data_is_labelled_and_learnable():
         key = r["prompt"].split("Color:")[0]
         by_title.setdefault(key, set()).add(r["completion"])
     assert all(len(prices) == 1 for prices in by_title.values())
+
+
+def test_response_template_splits_the_course_text_format(tmp_path):
+    """The seed course's rows: prompt and answer in one `text` column, a `price` column beside it."""
+    rows = [{"text": f"How much does this cost?\n\nTitle: item {i}\n\nPrice is ${i}.00", "price": float(i)}
+            for i in range(1, 41)]
+    path = tmp_path / "course.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, evals, fmt = load_splits(settings(path, response_template="Price is $", metric="price"), tmp_path / "c")
+    assert fmt == "prompt_completion" and train.column_names == ["prompt", "completion"]
+    row = train[0]
+    assert row["prompt"].endswith("Price is $") and row["completion"].endswith(".00") and "$" not in row["completion"]
+
+
+def test_response_template_missing_from_rows_is_one_line(tmp_path):
+    path = tmp_path / "course.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a Price is $3.00", "no answer here"] * 5))
+    with pytest.raises(ConfigError) as err:
+        load_splits(settings(path, response_template="Price is $"), tmp_path / "c")
+    assert str(err.value) == "data.response_template='Price is $': not found in 5 of 10 rows of split 'train'"
+
+
+def test_metric_needs_prompt_completion_rows(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    with pytest.raises(ConfigError) as err:
+        load_splits(settings(path, metric="price"), tmp_path / "c")
+    assert err.value.key == "data.metric" and "response_template" in str(err.value)

@@ -97,7 +97,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
     card = (tmp_path / "sweep" / "best" / "README.md").read_text()
-    assert card.startswith(f"# t: best trial {best.number}") and f"| eval_loss | {best.value:.4f} |" in card
+    assert card.startswith(f"# t: best trial {best.number}") and f"| eval_loss (what the sweep minimised) | {best.value:.4f} |" in card
     assert "AutoPeftModelForCausalLM.from_pretrained(" in card and "python -m trainers" in card
     from peft import AutoPeftModelForCausalLM  # the card's one line, as a user runs it
     from transformers import AutoTokenizer
@@ -340,3 +340,18 @@ def test_storage_password_is_never_shown_or_written(sweep_args, tmp_path, postgr
     assert [p for p in written if postgres_password.encode() in p.read_bytes()] == []
     assert load(url, name).trials[0].state == TrialState.COMPLETE  # the worker reached the study all the same
     optuna.delete_study(study_name=name, storage=url)
+
+
+def test_task_metric_as_the_objective(sweep_args, tmp_path):
+    """sweep.objective=price_mae: the study ranks trials by the price error of what they generate on
+    held-out rows; pruning still compares eval losses."""
+    proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.objective=price_mae", "tracking.mode=disabled"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete and all(t.value == t.user_attrs["price_mae"] and t.user_attrs["eval_loss"] > 0
+                            and 0 <= t.user_attrs["price_within_20"] <= 1 for t in complete)
+    assert all(t.intermediate_values for t in study.trials)  # eval losses, for the pruner
+    board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    assert "eval_loss   price_mae" in board and f"best: trial {study.best_trial.number}, price_mae" in board
+    assert "sweep.objective=eval_loss" not in proc.stdout

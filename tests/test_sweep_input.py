@@ -45,6 +45,7 @@ def refused(argv, capsys):
     ("+search.sched={type: categorical, choices: [cosine, cosin], target: train.lr_scheduler_type}", "search.sched"),
     ("sweep.stall_timeout=0", "sweep.stall_timeout"), ("sweep.trial_timeout=-5", "sweep.trial_timeout"),
     ("sweep.checkpoints=maybe", "sweep.checkpoints"),
+    ("sweep.objective=accuracy", "sweep.objective"), ("data.metric=bleu", "data.metric"),
 ])
 def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, capsys):
     line = refused(sweep_args + ["model.build=null", override], capsys)

@@ -44,6 +44,8 @@ def test_trial_trains_saves_and_tracks(bits, short_trial, tiny_model, tmp_path, 
     out = tmp_path / "run"
     assert metrics["steps"] == 20
     assert json.loads((out / "metrics.json").read_text()) == metrics
+    # data=synthetic_prices names the price metric: generated answers on the 16 held-out rows, judged
+    assert metrics["metric_rows"] == 16 and metrics["price_mae"] >= 0 and 0 <= metrics["price_within_20"] <= 1
     assert (out / "adapter_model.safetensors").exists() and (out / "config.yaml").exists()
     assert not list(out.glob("checkpoint-*")), "no silent optimizer checkpoints"
     printed = capsys.readouterr().out

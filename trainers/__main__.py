@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"eval_loss {metrics['eval_loss']:.4f} after {metrics['steps']} steps; adapter in {settings.output_dir}")
+    task = "".join(f"; {k} {metrics[k]}" for k in ("price_mae", "price_within_20") if k in metrics)
+    print(f"eval_loss {metrics['eval_loss']:.4f} after {metrics['steps']} steps{task}; adapter in {settings.output_dir}")
     return 0
 
 

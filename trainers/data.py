@@ -99,8 +99,13 @@ def load_splits(data: DataSettings, cache_dir: Path):
             raise ConfigError(f"data.columns.{dst}", src, f"no such column in {data.name_or_path}; "
                               f"it has: {', '.join(have)}")
         ds = ds.rename_columns({src: dst for dst, src in data.columns.items()})
+    if data.response_template is not None:
+        ds = split_at_template(ds, data)
     train = ds[data.train_split]
     fmt = detect_format(train.column_names, data)
+    if data.metric is not None and fmt != "prompt_completion":
+        raise ConfigError("data.metric", data.metric, f"generates after each prompt, so it needs prompt/completion rows "
+                          f"(these are {fmt}; data.response_template splits a text column)")
     keep = list(SCHEMAS[fmt])
     train = train.select_columns(keep)
     if len(train) == 0:
@@ -118,6 +123,26 @@ def load_splits(data: DataSettings, cache_dir: Path):
     if data.max_train_samples is not None:
         train = train.shuffle(seed=data.seed).select(range(min(data.max_train_samples, len(train))))
     return train, evals, fmt
+
+
+def split_at_template(ds, data: DataSettings):
+    """A `text` column holding prompt and answer together (the seed course's price data: answer
+    after 'Price is $') becomes prompt/completion, so the loss is on the answer only."""
+    template = data.response_template
+    if "text" not in ds[data.train_split].column_names:
+        raise ConfigError("data.response_template", template, f"splits a text column; the dataset has "
+                          f"{', '.join(ds[data.train_split].column_names)}")
+    for split in ds:
+        lacking = sum(template not in text for text in ds[split]["text"])
+        if lacking:
+            raise ConfigError("data.response_template", template, f"not found in {lacking} of {len(ds[split])} rows "
+                              f"of split {split!r}")
+
+    def split_row(row):
+        at = row["text"].index(template) + len(template)
+        return {"prompt": row["text"][:at], "completion": row["text"][at:]}
+
+    return ds.map(split_row, remove_columns=["text"])
 
 
 def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> None:

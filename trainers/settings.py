@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 DATA_FORMATS = ("auto", "prompt_completion", "text", "messages")
 TRACKING_MODES = ("online", "offline", "disabled")
+METRIC_NAMES = ("price",)  # trainers.metrics.METRICS
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,9 @@ class DataSettings:
     eval_size: int
     max_train_samples: int | None
     seed: int
+    response_template: str | None  # split a `text` column here into prompt and completion
+    metric: str | None             # a task metric computed after training (trainers.metrics), or null
+    metric_rows: int               # held-out rows it generates on
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,10 @@ def _data(cfg: DictConfig) -> DataSettings:
     if v["max_train_samples"] is not None:
         v["max_train_samples"] = _number(v, "data", "max_train_samples", int, 0)
     v["columns"] = dict(v["columns"] or {})  # null: the dataset already uses the format's names
+    _check(v["metric"] in (None, *METRIC_NAMES), "data.metric", v["metric"], f"allowed: {', '.join(METRIC_NAMES)} or null")
+    v["metric_rows"] = _number(v, "data", "metric_rows", int, 0)
+    _check(v["response_template"] is None or (isinstance(v["response_template"], str) and v["response_template"]),
+           "data.response_template", v["response_template"], "the text before each answer, e.g. 'Price is $', or null")
     return DataSettings(**v)
 
 

@@ -149,6 +149,11 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
             "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint),
             **meter.summary(),  # train_s, train_tokens (trained in this process), tokens_per_s, peak memory
         }
+        if s.data.metric is not None:  # e.g. price: generate on held-out rows, judge the answers
+            from trainers.metrics import METRICS
+
+            rows = evals.select(range(min(s.data.metric_rows, len(evals))))
+            metrics.update(METRICS[s.data.metric](trainer.model, tokenizer, rows))
     except BaseException as e:
         if run is not None and run.summary.get("state") is None:
             run.summary["state"] = "failed"
