@@ -16,8 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.settings import SweepSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-COLUMNS = ("trial", "state", "eval_loss", "steps", "wall_s", "train_s", "tokens_per_s", "peak_memory_gib",
-           "price_mae", "price_within_20")
+COLUMNS = ("trial", "state", "eval_loss", "steps", "wall_s", "train_s", "train_tokens", "tokens_per_s",
+           "peak_memory_gib", "price_mae", "price_within_20")
 
 
 def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
