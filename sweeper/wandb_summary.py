@@ -15,8 +15,9 @@ def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path)
 
     tracking = replace(s.trial.tracking, group=s.study_name, run_name=f"{s.study_name}-summary",
                        job_type="sweep-summary")
+    # No system metadata: W&B would record this process's argv, where sweep.storage may hold a password.
     run = start_run(tracking, {"study": s.study_name, "n_trials": s.n_trials, "search": s.fingerprint},
-                    s.dir / "summary", s.trial.cache_dir)
+                    s.dir / "summary", s.trial.cache_dir, system_metadata=False)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     run.log({"leaderboard": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
              **{f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}})

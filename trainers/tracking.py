@@ -25,8 +25,9 @@ def resolve_mode(tracking: TrackingSettings) -> str:
     return tracking.mode
 
 
-def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_dir: Path):
-    """Open the trial's W&B run, or return None when tracking is disabled."""
+def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_dir: Path, system_metadata: bool = True):
+    """Open the trial's W&B run, or return None when tracking is disabled. system_metadata=False
+    keeps W&B from recording this process's command line (a sweep's may hold a storage password)."""
     mode = resolve_mode(tracking)
     if mode == "disabled":
         return None
@@ -40,7 +41,7 @@ def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_
     return wandb.init(project=tracking.project, entity=tracking.entity, group=tracking.group,
                       name=tracking.run_name, job_type=tracking.job_type, config=config,
                       dir=str(output_dir), mode=mode, reinit="finish_previous",
-                      settings=wandb.Settings(quiet=True, silent=True))
+                      settings=wandb.Settings(quiet=True, silent=True, x_disable_meta=not system_metadata))
 
 
 def finish_run(run, summary: dict) -> None:
