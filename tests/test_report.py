@@ -2,12 +2,12 @@
 finished trial (pruned ones included), and one self-contained index.html."""
 import base64
 import csv
-import random
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from landscape import rank_driven_study
 from sweeper.report_files import plots, write_report
 from sweeper.settings import sweep_settings
 
@@ -15,19 +15,7 @@ from sweeper.settings import sweep_settings
 @pytest.fixture
 def study():
     """Like the demo: 3 trials complete, 5 pruned at step 10, 1 failed."""
-    rng = random.Random(1)
-    dists = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
-             "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
-    study = optuna.create_study()
-    for i in range(8):
-        r, dropout = rng.choice([8, 16, 32]), rng.uniform(0.05, 0.2)
-        at_10 = 5.0 - 0.1 * r + dropout
-        curve = {10: at_10, 20: at_10 - 0.5, 40: at_10 - 1} if i < 3 else {10: at_10}
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if i < 3 else TrialState.PRUNED, value=curve[40] if i < 3 else None,
-            params={"lora_r": r, "lora_dropout": dropout}, distributions=dists, intermediate_values=curve,
-            user_attrs={"lora_alpha": 2 * r, "steps": max(curve), "wall_s": 10.0, "train_s": 5.0,
-                        "tokens_per_s": 1000.0, "peak_memory_gib": 0.7}))
+    study = rank_driven_study(8, seed=1, dropout_effect=1.0, user_attrs=True)
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "out of memory: x"}))
     return study
 

@@ -193,24 +193,10 @@ def test_cost_totals_count_what_pruning_saved():
 def test_what_mattered_names_the_parameter_that_drives_the_loss():
     """A landscape where the answer is known: the loss falls with the rank, dropout adds noise.
     Most trials are pruned at step 10, as in the demo; their losses there still count."""
-    import random
-
-    from optuna.trial import TrialState
-
+    from landscape import rank_driven_study
     from sweeper.report import what_mattered
 
-    rng = random.Random(0)
-    dists = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
-             "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
-    study = optuna.create_study()
-    for i in range(12):
-        r, dropout = rng.choice([8, 16, 32]), rng.uniform(0.05, 0.2)
-        at_10 = 5.0 - 0.1 * r + 0.05 * dropout
-        complete = i < 3
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if complete else TrialState.PRUNED, params={"lora_r": r, "lora_dropout": dropout},
-            distributions=dists, value=at_10 - 1 if complete else None,
-            intermediate_values={10: at_10, **({20: at_10 - 0.5, 40: at_10 - 1} if complete else {})}))
+    study = rank_driven_study(12, seed=0, dropout_effect=0.05)
     (line,) = what_mattered(study)
     assert line.startswith("what mattered (fANOVA on eval_loss at step 10, 12 trials): lora_r ")
     shares = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))
