@@ -52,6 +52,7 @@ class SweepLoop:
         self.running: dict[tuple[str, int], RunningTrial] = {}
         self.processes: dict[tuple[str, int], TrialProcesses] = {}
         self.failures = 0
+        self.waiting_said = False
 
     def _free_slots(self) -> list[Slot]:
         free = []
@@ -89,6 +90,9 @@ class SweepLoop:
     def _start(self, slot: Slot, tally: dict) -> None:
         s, study, storage = self.s, self.study, self.storage
         trial = study.ask()
+        # At once: optuna fails only trials whose heartbeat went stale, so a trial left RUNNING
+        # without any heartbeat (the sweep killed before its first poll) would never be retried.
+        storage.record_heartbeat(trial._trial_id)
         if self._not_needed(trial):
             return
         values = suggest(trial, s.space)
@@ -161,6 +165,10 @@ class SweepLoop:
             c = counts(self.study)
             if c["finished"] >= self.s.n_trials and not self.running:
                 return 0
+            if not self.running and c["finished"] + c["running"] >= self.s.n_trials and not self.waiting_said:
+                self.waiting_said = True
+                self.view.note(f"waiting for {c['running']} trial(s) running elsewhere; a trial whose worker stopped "
+                               f"is failed and retried after sweep.grace_period={self.s.grace_period} s")
             for slot in self._free_slots():
                 if c["finished"] + c["running"] >= self.s.n_trials:  # the rest is running (maybe elsewhere)
                     break
