@@ -1,7 +1,6 @@
 """The end of a sweep: the leaderboard (best first), the best trial's values, where its adapter
 is, and the `python -m trainers` command that reruns it alone."""
 import shlex
-from collections import Counter
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
@@ -91,25 +90,18 @@ def what_mattered(study) -> list[str]:
     named dropout 100% where fANOVA names the rank 85-91% (seeds 0-2), as the losses show."""
     import optuna
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-              if t.intermediate_values and t.params]
-    reached = Counter(step for t in trials for step in t.intermediate_values)
-    steps = [step for step, n in reached.items() if n >= MIN_POINTS]
-    if not steps:
+    from sweeper.report_files import common_step_study
+
+    step, points = common_step_study(study)
+    if points is None:
         return []
-    step = max(steps)
-    points = optuna.create_study()
-    for t in trials:
-        if step in t.intermediate_values:
-            points.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                                       value=t.intermediate_values[step]))
     try:
         importances = optuna.importance.get_param_importances(
             points, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError):  # e.g. every trial has the same values
         return []
     shown = ", ".join(f"{name} {share:.0%}" for name, share in importances.items())
-    return [f"what mattered (fANOVA on eval_loss at step {step}, {reached[step]} trials): {shown}"]
+    return [f"what mattered (fANOVA on eval_loss at step {step}, {len(points.trials)} trials): {shown}"]
 
 
 def final_report(study, s: SweepSettings) -> str:
