@@ -21,13 +21,14 @@ def _start_structure_check(s: SweepSettings) -> subprocess.Popen:
     for _, _, t in _labelled(s):
         if t.lora.target_modules not in options:
             options.append(t.lora.target_modules)
-    job = {"model": vars(s.trial.model), "target_modules": options}
+    ranks = sorted({t.lora.r for _, _, t in _labelled(s)})
+    job = {"model": vars(s.trial.model), "target_modules": options, "ranks": ranks}
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # it reads a config, never a GPU
     return subprocess.Popen([sys.executable, "-m", "trainers.preflight", json.dumps(job)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _finish_structure_check(proc: subprocess.Popen, model_name: str) -> None:
+def _finish_structure_check(proc: subprocess.Popen, model_name: str) -> list[str]:
     out, err = proc.communicate()
     lines = out.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
@@ -36,15 +37,17 @@ def _finish_structure_check(proc: subprocess.Popen, model_name: str) -> None:
         raise ConfigError("model.name_or_path", model_name, f"its structure could not be read ({last[:160]})")
     if "key" in answer:
         raise ConfigError(answer["key"], answer["value"], answer["allowed"])
+    return answer["lines"]
 
 
 def _blame(label: str | None, value, e: ConfigError) -> ConfigError:
     return e if label is None else ConfigError(label, value, f"sets {e.key}={e.value!r}: {e.allowed}")
 
 
-def check_before_study(s: SweepSettings) -> None:
+def check_before_study(s: SweepSettings) -> list[str]:
     """Model, data, max_length, optimizer and scheduler names, and target modules, for the base
-    config and every choice and range end of the space; builds the tiny default once."""
+    config and every choice and range end of the space; builds the tiny default once. Returns
+    what each target_modules choice adapts on this model, to be said before the study starts."""
     from trainers.sft import ensure_model, prepare_inputs
 
     ensure_model(s.trial.model)
@@ -60,4 +63,4 @@ def check_before_study(s: SweepSettings) -> None:
         structure.kill()
         structure.communicate()
         raise
-    _finish_structure_check(structure, s.trial.model.name_or_path)
+    return _finish_structure_check(structure, s.trial.model.name_or_path)

@@ -136,7 +136,8 @@ def test_trainer_names_and_target_modules_before_loading(override, key, short_tr
 def test_target_module_error_lists_the_model_layers(short_trial, capsys):
     _, err = run_main(short_trial + ["lora.target_modules=[q_proj,vproj]"], capsys)
     assert err == ["error: lora.target_modules='vproj': matches no module of this model; its linear layers are: "
-                   "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"]
+                   "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj; or use attention "
+                   "(here: q_proj, k_proj, v_proj, o_proj) or all-linear"]
 
 
 @pytest.mark.parametrize("override,says", [

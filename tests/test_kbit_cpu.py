@@ -41,7 +41,8 @@ def lora_grads_after_eval(tiny_model, workaround: bool, dequantized_reference: b
         if isinstance(m, bnb.nn.Linear4bit) and dequantized_reference:
             ref.get_submodule(name).weight.data = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state).float()
     config = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"], bias="none")
-    peft_q, peft_ref = get_peft_model(model, build_lora(config)), get_peft_model(ref, build_lora(config))
+    peft_q = get_peft_model(model, build_lora(config, config.target_modules))
+    peft_ref = get_peft_model(ref, build_lora(config, config.target_modules))
     for n, p in peft_q.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.05)  # non-zero B, so gradients reach A and the base path

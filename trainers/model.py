@@ -24,11 +24,12 @@ def build_quantization(quant: QuantSettings, dtype):
     return None
 
 
-def build_lora(lora: LoraSettings):
+def build_lora(lora: LoraSettings, targets):
+    """targets: lora.target_modules resolved on the model (trainers.targets.resolve)."""
     from peft import LoraConfig
 
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, bias=lora.bias, task_type="CAUSAL_LM")
+                      target_modules=targets, bias=lora.bias, task_type="CAUSAL_LM")
 
 
 def disable_cpu_avx512bf16(model) -> int:
@@ -45,6 +46,15 @@ def disable_cpu_avx512bf16(model) -> int:
     return patched
 
 
+def _say_what_quantization_missed(model, bits: int) -> None:
+    """bitsandbytes replaces nn.Linear layers only: an architecture built of other layers trains
+    unquantized, which the user should hear from us rather than from the memory bill."""
+    quantized = [m for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
+    if not quantized:
+        print(f"note: bitsandbytes quantized no layer of this {model.config.model_type} model to {bits}-bit: "
+              "it trains unquantized", flush=True)
+
+
 def load_base_model(model: ModelSettings, quant: QuantSettings, gradient_checkpointing: bool):
     """from_pretrained (hub id or folder), quantized as asked, prepared for k-bit training."""
     import torch
@@ -55,9 +65,13 @@ def load_base_model(model: ModelSettings, quant: QuantSettings, gradient_checkpo
     base = AutoModelForCausalLM.from_pretrained(
         model.name_or_path, quantization_config=build_quantization(quant, dtype), dtype=dtype,
         device_map={"": device}, trust_remote_code=model.trust_remote_code)
+    if dtype == torch.float16 and base.config.model_type.startswith("gemma"):
+        print("note: this GPU has no bf16, and Gemma's activations overflow fp16: expect NaN losses "
+              "(the sweep prunes a NaN trial)", flush=True)
     if quant.bits is None:
         return base
     from peft import prepare_model_for_kbit_training
 
+    _say_what_quantization_missed(base, quant.bits)
     disable_cpu_avx512bf16(base)
     return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)

@@ -39,45 +39,89 @@ def check_trainer_names(train: TrainSettings) -> None:
             raise ConfigError(key, value, f"allowed: {', '.join(n.value for n in names)}")
 
 
-def module_names(model: ModelSettings) -> dict[str, str]:
-    """Every module's dotted name and class, from a meta-device copy built from the config alone."""
+def meta_model(model: ModelSettings):
+    """A meta-device copy built from the config alone: every module, no weights, no memory."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
     with torch.device("meta"):
-        meta = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
-    return {name: type(m).__name__ for name, m in meta.named_modules() if name}
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
 
 
-def check_target_modules(options: list, names: dict[str, str]) -> None:
+def check_target_modules(options: list, meta) -> list[str]:
     """Each listed target module must match a module of the model, by PEFT's own matching rule
-    (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name)."""
+    (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name);
+    `attention` must find attention layers. Notes for a list that covers part of attention, or
+    catches a layer outside it."""
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    linear = sorted({n.rsplit(".", 1)[-1] for n, kind in names.items() if kind in ("Linear", "Conv1D")})
+    from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers
+
+    names = [n for n, _ in meta.named_modules() if n]
+    linear = leaf_names(linear_layers(meta))
+    notes = []
     for targets in options:
-        if targets == "all-linear":  # PEFT's own definition: every linear layer but the output head
+        if targets in ROLES:
+            attention_targets(meta)  # refuses a model without attention layers
             continue
         for target in targets:
             config = LoraConfig(target_modules=[target])
             if not any(check_target_module_exists(config, n) for n in names):
-                raise ConfigError("lora.target_modules", target, f"matches no module of this model; "
-                                  f"its linear layers are: {', '.join(linear)}")
+                raise ConfigError("lora.target_modules", target, f"matches no module of this model; its linear layers "
+                                  f"are: {', '.join(linear)}; or use attention (here: "
+                                  f"{', '.join(_attention_leaves(meta))}) or all-linear")
+        notes += _partial(targets, meta)
+    return notes
 
 
-def check_structure(model: ModelSettings, target_options: list) -> None:
-    check_target_modules(target_options, module_names(model))
+def _attention_leaves(meta) -> list[str]:
+    from trainers.targets import attention_targets
+
+    try:
+        return [t.rsplit(".", 1)[-1] for t in attention_targets(meta)]
+    except ConfigError:
+        return ["none found"]
+
+
+def _partial(targets: list[str], meta) -> list[str]:
+    """What an explicit list leaves out of attention, or catches outside it, said once."""
+    from trainers.targets import adapted_layers, attention_targets
+
+    try:
+        attention = set(adapted_layers(attention_targets(meta), meta))
+    except ConfigError:
+        return []
+    chosen = set(adapted_layers(targets, meta))
+    missed = sorted({n.rsplit(".", 1)[-1] for n in attention - chosen})
+    outside = sorted({".".join(n.split(".")[-2:]) for n in chosen - attention})
+    name = "[" + ", ".join(targets) + "]"
+    notes = []
+    if missed and chosen & attention:
+        notes.append(f"note: lora.target_modules={name} leaves {', '.join(missed)} of attention unadapted "
+                     f"(lora.target_modules=attention adapts all of it)")
+    if outside:
+        notes.append(f"note: lora.target_modules={name} also adapts layers outside attention: {', '.join(outside)}")
+    return notes
+
+
+def check_structure(model: ModelSettings, target_options: list, ranks: list[int] = ()) -> list[str]:
+    """Refuse bad target modules; one line per option on what it adapts here and what each rank trains."""
+    from trainers.targets import describe
+
+    meta = meta_model(model)
+    notes = check_target_modules(target_options, meta)
+    return [describe(option, meta, ranks) for option in target_options] + notes
 
 
 def main(job: dict) -> int:
     try:
-        check_structure(ModelSettings(**job["model"]), job["target_modules"])
+        lines = check_structure(ModelSettings(**job["model"]), job["target_modules"], job.get("ranks", []))
     except ConfigError as e:
         print(json.dumps({"key": e.key, "value": e.value, "allowed": e.allowed}))
         return 2
-    print(json.dumps({"ok": True}))
+    print(json.dumps({"ok": True, "lines": lines}))
     return 0
 
 

@@ -1,0 +1,72 @@
+"""Every model family in the matrix, for real: a tiny random-init model of each architecture
+(tests/families.py), a short 4-bit trial through `python -m trainers` with the default target role
+and with all-linear, and the layers PEFT adapted checked against what the architecture has."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from families import ALL_LINEAR, ATTENTION, SHAPES, family_model
+
+pytestmark = pytest.mark.slow
+ROLES = {"attention": ATTENTION, "all-linear": ALL_LINEAR}
+
+
+def trial(family: str, role: str, out, cache_dir, data) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainers", f"model.name_or_path={family_model(family)}", "model.build=null",
+         f"data.name_or_path={data}", "quant.bits=4", f"lora.target_modules={role}", "train.max_steps=2",
+         "train.eval_steps=2", "data.eval_size=8", "data.metric=null", "tracking.mode=disabled",
+         f"output_dir={out}", f"cache_dir={cache_dir}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
+def test_every_family_adapts_what_its_architecture_has(tiny_model, synthetic_data, cache_dir, tmp_path):
+    """Two trials at a time (this machine has 2 cores): 6 families x 2 roles in about a minute."""
+    jobs = [(f, role) for f in SHAPES for role in ROLES]
+    for f in SHAPES:
+        family_model(f)  # built once, before trials read them side by side
+    for pair in (jobs[i:i + 2] for i in range(0, len(jobs), 2)):
+        running = [(f, role, trial(f, role, tmp_path / f"{f}-{role}", cache_dir, synthetic_data)) for f, role in pair]
+        for f, role, proc in running:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, f"{f} {role}:\n{out[-3000:]}"
+            metrics = json.loads((tmp_path / f"{f}-{role}" / "metrics.json").read_text())
+            assert sorted(metrics["adapted_modules"]) == sorted(ROLES[role][f]), (f, role)
+            said = next(line for line in out.splitlines() if line.startswith(f"target {role} -> "))
+            assert f"x {SHAPES[f].get('num_hidden_layers', SHAPES[f].get('n_layer'))} layers" in said, said
+            assert "r=32: " in said and "note: bitsandbytes quantized no layer" not in out
+            if f == "gemma2":  # soft-capped attention trains in eager mode: transformers picks it itself
+                assert metrics["attn_implementation"] == "eager"
+
+
+@pytest.mark.parametrize("family,lacks", [("phi3", "q_proj"), ("gpt2", "q_proj")])
+def test_llama_names_on_another_family_are_refused_with_its_names(family, lacks, short_trial, tmp_path):
+    """Llama's list on Phi-3 (fused qkv_proj) or GPT-2 (c_attn): refused before loading, naming what
+    the model has and what attention means there (before: Phi-3 silently adapted o_proj alone)."""
+    args = [a for a in short_trial if not a.startswith("model.name_or_path")]
+    proc = subprocess.run([sys.executable, "-m", "trainers", *args, f"model.name_or_path={family_model(family)}",
+                           "model.build=null", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: lora.target_modules={lacks!r}: matches no module of this model")
+    here = [t.rsplit(".", 1)[-1] for t in ATTENTION[family]]
+    assert f"or use attention (here: {', '.join(here)})" in line or \
+        f"or use attention (here: {', '.join(reversed(here))})" in line, line
+
+
+def test_messages_need_a_chat_template(tiny_model, cache_dir, tmp_path):
+    """GPT-2's tokenizer has no chat template (and no pad token): messages data is refused in one line."""
+    rows = tmp_path / "chat.jsonl"
+    rows.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                            for i in range(20)))
+    proc = subprocess.run([sys.executable, "-m", "trainers", f"model.name_or_path={family_model('gpt2')}",
+                           "model.build=null", f"data.name_or_path={rows}", "data.build=null", "data.metric=null",
+                           f"output_dir={tmp_path / 'out'}", f"cache_dir={cache_dir}", "tracking.mode=disabled"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.format='messages': needs a chat template")
