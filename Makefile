@@ -9,10 +9,10 @@ ARGS   ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sweep trial report dashboard tiny test test-fast clean
+.PHONY: help setup sweep trial report dashboard tiny test test-fast bench-overhead bench-search gpu-check clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo '  pass Hydra overrides with ARGS="...", e.g. make sweep ARGS="sweep.n_trials=20 search=qlora_lr"'
 
 $(STAMP): pyproject.toml
@@ -46,6 +46,15 @@ test: $(STAMP) ## run the whole test suite (real tiny trials, W&B offline, SQLit
 
 test-fast: $(STAMP) ## run the tests that train nothing
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench-overhead: $(STAMP) ## the sweep against the same trials run by hand with TRL (bench/README.md)
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+
+bench-search: $(STAMP) ## steps each search strategy spends to a good trial, against the full grid
+	$(BIN)/python bench/search.py $(BENCH_ARGS)
+
+gpu-check: $(STAMP) ## on a GPU box (make TORCH=torch gpu-check): 8B-shaped trials by hand and swept; BENCH_ARGS=--cpu for a dry run
+	$(BIN)/python bench/gpu_check.py $(BENCH_ARGS)
 
 clean: ## remove run outputs (studies, trials, W&B files); keeps .venv and artifacts/
 	rm -rf outputs multirun

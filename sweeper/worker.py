@@ -162,6 +162,9 @@ def main(parent_pid: int) -> int:
     line = sys.stdin.readline().strip()
     if not line:  # the sweep ended without needing this spare
         return 0
+    from trainers.phases import mark
+
+    mark("job_received")
     handed = json.loads(line)  # {"job": path, "storage": url}: the URL may hold a password, so no file has it
     job = json.loads(Path(handed["job"]).read_text())
     trial_dir = Path(job["trial_dir"])
@@ -194,6 +197,7 @@ def main(parent_pid: int) -> int:
     facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
         facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
+    mark("configured")
     try:
         metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}},
                             meter=meter)

@@ -15,6 +15,9 @@ def main(argv: list[str]) -> int:
         return hydra_cli(argv, "python -m trainers")
     try:
         settings = trial_settings(compose_config(argv))
+        from trainers.phases import mark
+
+        mark("configured")
         from trainers import quiet
 
         quiet.install()

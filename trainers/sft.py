@@ -8,6 +8,9 @@ from omegaconf import OmegaConf
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.preflight import check_model_exists, check_structure, check_trainer_names
+from trainers import phases
+from trainers.phases import mark
+from trainers.targets import resolve
 from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
 from trainers.tracking import finish_run, start_run
 
@@ -90,14 +93,25 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
     ensure_model(s.model)
     check_trainer_names(s.train)
     if check_modules:
-        check_structure(s.model, [s.lora.target_modules])
+        for line in check_structure(s.model, [s.lora.target_modules], [s.lora.r]):
+            print(line, flush=True)
     ensure_embedded_data(s.data)
     tokenizer = load_tokenizer(s.model)
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None:  # GPT-2, Llama-3 base: batches need one; the loss never sees it
         tokenizer.pad_token = tokenizer.eos_token
     train, evals, fmt = load_splits(s.data, s.cache_dir / "datasets")
+    if fmt == "messages" and not tokenizer.chat_template:
+        raise ConfigError("data.format", fmt, f"needs a chat template, and the tokenizer of {s.model.name_or_path} has "
+                          "none (base models often lack one): use prompt/completion or text rows, or a chat model")
     check_completions_fit(train, tokenizer, s.train.max_length, fmt)
     return tokenizer, train, evals
+
+
+def adapted_modules(model) -> list[str]:
+    """The layers carrying a LoRA adapter, by their path inside one block (self_attn.q_proj,
+    attn.c_attn), each once."""
+    names = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    return list(dict.fromkeys(".".join(n.split(".")[-2:]) for n in names))
 
 
 def _final_eval_loss(trainer) -> float:
@@ -129,14 +143,25 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     meter: a trainers.cost meter the caller keeps, to read what a trial cost when it stops early."""
     from trainers.cost import cost_meter
 
+    if s.train.per_device_train_batch_size == "auto":
+        raise ConfigError("train.per_device_train_batch_size", "auto",
+                          "decided by a sweep, which measures memory (make sweep); one trial needs a whole number")
     start = time.monotonic()
     meter = meter or cost_meter()
     tokenizer, train, evals = prepare_inputs(s)
+    mark("data_loaded")
     model = load_base_model(s.model, s.quant, s.train.gradient_checkpointing)
+    mark("model_loaded")
     run = start_run(s.tracking, {**s.resolved, **(extra_config or {})}, s.output_dir, s.cache_dir)
+    mark("wandb_started")
     trainer = _trainer_class()(model=model, args=sft_config(s, "wandb" if run else "none"), train_dataset=train,
-                         eval_dataset=evals, processing_class=tokenizer, peft_config=build_lora(s.lora),
+                         eval_dataset=evals, processing_class=tokenizer,
+                         peft_config=build_lora(s.lora, resolve(s.lora.target_modules, model)),
                          callbacks=[_eval_printer(), meter, *callbacks])
+    mark("trainer_built")
+    adapted = adapted_modules(trainer.model)
+    if run is not None:  # what was adapted, as PEFT did it: W&B compares trials by it
+        run.config.update({"adapted_modules": adapted}, allow_val_change=True)
     resume = str(s.resume_from_checkpoint) if s.resume_from_checkpoint else None
     if resume:
         print(f"resuming from {resume}", flush=True)
@@ -146,7 +171,8 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
-            "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint),
+            "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint), "adapted_modules": adapted,
+            "attn_implementation": model.config._attn_implementation,
             **meter.summary(),  # train_s, train_tokens (trained in this process), tokens_per_s, peak memory
         }
         if s.data.metric is not None:  # e.g. price: generate on held-out rows, judge the answers
@@ -154,6 +180,7 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
 
             rows = evals.select(range(min(s.data.metric_rows, len(evals))))
             metrics.update(METRICS[s.data.metric](trainer.model, tokenizer, rows))
+            mark("metric_done")
     except BaseException as e:
         if run is not None and run.summary.get("state") is None:
             run.summary["state"] = "failed"
@@ -163,6 +190,9 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     trainer.save_model(str(s.output_dir))
     tokenizer.save_pretrained(str(s.output_dir))
     OmegaConf.save(OmegaConf.create(s.resolved), s.output_dir / "config.yaml")
-    (s.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    mark("saved")
     finish_run(run, {**metrics, "state": "complete"})
+    mark("wandb_finished")
+    metrics["phase_marks"] = phases.take()
+    (s.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

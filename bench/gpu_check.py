@@ -1,0 +1,202 @@
+"""make gpu-check: the one GPU check. Builds an 8B-shaped random-init Llama locally (no download),
+runs one trial of it by hand (bench/hand_run.py, a plain TRL script) and then a short real sweep
+of the same model (4-bit and 8-bit trials, pruning on, per-device batch and trials per GPU left to
+`auto`), samples the driver's memory figure per process meanwhile, and writes
+bench/gpu/<card>-<date>.json and .md: per trial tokens/s (steps after the first 10), MFU (6 x params
+x tokens/s over the card's bf16 peak), peak memory and fixed cost; summed for the sweep; the same
+for the hand-run trial. `--cpu` runs the same path with a tiny shape, so the one GPU run works.
+On the device tool (its image lacks bitsandbytes, trl, datasets, optuna, hydra, wandb: carry
+.devsite.tgz from ../shared/device/make-devsite):
+  mkdir -p /tmp/site && tar -C /tmp/site -xzf .devsite.tgz && export PYTHONPATH=/tmp/site; python3 bench/gpu_check.py"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.overhead import DATA, PHASE, phases  # noqa: E402
+
+# bf16 dense peak, FLOP/s: the H200 as measured on this project's card (STACK.md), H100 SXM its sheet.
+BF16_PEAK = {"H200": 790e12, "H100": 989e12}
+TRIALS = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4},
+          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8},
+          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 4},
+          {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 8}]
+
+
+class MemorySampler(threading.Thread):
+    """nvidia-smi's per-process memory (what the driver sees: context and caches included), every second."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peaks: dict[int, int] = {}
+        self.stop = threading.Event()
+
+    def run(self):
+        from sweeper.probe import gpu_used_bytes
+
+        while not self.stop.wait(1.0):
+            for pid, used in gpu_used_bytes().items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0), used)
+
+
+def card() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "cpu"
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return (out.stdout.strip().splitlines() or ["unknown GPU"])[0]
+
+
+def params_of(model_dir: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
+def trial_row(name: str, marks: list, wall_s: float | None, tokens: int, warm_tps: float | None, peak: int | None,
+              params: int, flops: float | None, start: float) -> dict:
+    p = phases(marks, start, start + wall_s if wall_s else None)
+    work = p.get(PHASE["model_loaded"], 0.0) + p.get(PHASE["train_end"], 0.0)
+    total = (wall_s if wall_s else marks[-1][1] - start)
+    return {"trial": name, "tokens": tokens, "warm_tokens_per_s": round(warm_tps, 1) if warm_tps else None,
+            "mfu": round(6 * params * warm_tps / flops, 4) if flops and warm_tps else None,
+            "peak_gpu_gib": round(peak / 2**30, 2) if peak else None, "fixed_cost_s": round(total - work, 2),
+            "model_load_s": round(p.get(PHASE["model_loaded"], 0.0), 2),
+            "train_s": round(p.get(PHASE["train_end"], 0.0), 2), "wall_s": round(total, 2)}
+
+
+def hand_run(model: Path, out: Path, a, sampler, params, flops) -> dict:
+    run_dir = out / "hand"
+    run_dir.mkdir(parents=True)
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(model), "--data", str(DATA),
+                             "--out", str(run_dir), "--r", "16", "--alpha", "32", "--bits", "4", "--steps", str(a.steps),
+                             "--eval-steps", str(a.steps // 2), "--lr", "1e-4", "--warmup", "20", "--max-grad-norm", "0.3",
+                             "--batch", str(a.batch), "--max-length", "256",
+                             "--eval-batch", "8", "--eval-size", "16", "--optim", a.optim,
+                             *(["--gradient-checkpointing"] if not a.cpu else [])],
+                            stdout=open(out / "hand.log", "w"), stderr=subprocess.STDOUT)
+    proc.wait()
+    wall = time.time() - start
+    if proc.returncode != 0:
+        sys.exit(f"the hand-run trial failed: {out / 'hand.log'}")
+    r = json.loads((run_dir / "hand_run.json").read_text())
+    return trial_row("hand-run 4-bit r=16", r["marks"], wall, r["train_tokens"], r["warm_tokens_per_s"],
+                     sampler.peaks.get(proc.pid), params, flops, start)
+
+
+def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list[dict]]:
+    enqueue = "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in TRIALS) + "]"
+    args = [f"model.name_or_path={model}", "model.build=null", "train=gpu", f"train.max_steps={a.steps}",
+            f"train.eval_steps={a.steps // 2}", "train.logging_steps=10", "data.eval_size=16", "train.max_length=256",
+            "train.per_device_eval_batch_size=8", "train.per_device_train_batch_size=auto",
+            f"train.effective_batch_size={a.batch}", f"train.optim={a.optim}", "data.metric=null",
+            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={enqueue}", "sweep.pruner=median",
+            "sweep.trials_per_device=auto", "sweep.checkpoints=false", "sweep.study_name=gpu-check",
+            f"sweep.dir={out / 'sweep'}", "tracking.mode=offline",
+            *(["train.gradient_checkpointing=false"] if a.cpu else [])]
+    start = time.time()
+    with open(out / "sweep.log", "w") as log:
+        code = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.time() - start
+    if code != 0:
+        sys.exit(f"the sweep failed: {out / 'sweep.log'}")
+    import optuna
+
+    study = optuna.load_study(study_name="gpu-check", storage=f"sqlite:///{out / 'sweep' / 'study.db'}")
+    rows, spans, tokens = [], [], 0
+    for t in study.trials:
+        m_path = out / "sweep" / "trials" / str(t.number) / "metrics.json"
+        a_ = t.user_attrs
+        marks = json.loads(m_path.read_text())["phase_marks"] if m_path.exists() else None
+        if marks:
+            rows.append({**trial_row(f"trial {t.number} {t.params.get('quant_bits')}-bit r={t.params.get('lora_r')}",
+                                     marks[1:], None, a_.get("train_tokens", 0), a_.get("warm_tokens_per_s"),
+                                     sampler.peaks.get(a_.get("pid")), params, flops, marks[0][1]),
+                         "state": t.state.name.lower(), "device": a_.get("device")})
+            named = dict(marks)
+            spans.append((named.get("train_begin"), named.get("train_end")))
+        else:
+            rows.append({"trial": f"trial {t.number}", "state": t.state.name.lower(),
+                         "fail_reason": a_.get("fail_reason"), "tokens": a_.get("train_tokens", 0)})
+        tokens += a_.get("train_tokens", 0) or 0
+    spans = [s for s in spans if s[0] and s[1]]
+    training = max(e for _, e in spans) - min(b for b, _ in spans) if spans else 0.0
+    lines = (out / "sweep.log").read_text().splitlines()
+    said = [line for line in lines if line.startswith(("slots:", "per-device batch", "target "))]
+    summed = tokens / training if training else 0.0
+    return {"wall_s": round(wall, 1), "training_span_s": round(training, 1), "tokens": tokens,
+            "summed_tokens_per_s": round(summed, 1), "summed_mfu": round(6 * params * summed / flops, 4) if flops else None,
+            "decided": said, "memory_peaks": study.user_attrs.get("memory_peaks")}, rows
+
+
+def markdown(result: dict) -> str:
+    cols = ["trial", "state", "device", "warm_tokens_per_s", "mfu", "peak_gpu_gib", "fixed_cost_s", "model_load_s",
+            "train_s", "wall_s"]
+    lines = [f"# GPU check: {result['card']}, {result['date']}", "",
+             f"{result['model_params'] / 1e9:.2f} B params ({result['shape']}); {result['steps']} steps per trial, "
+             f"tokens/s after step 10; MFU = 6 x params x tokens/s / {result['bf16_peak_tflops']} TFLOP/s; "
+             f"whole check {result['check_s']} s", "", *(f"- {line}" for line in result["sweep"]["decided"]), "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in [result["hand_run"], *result["sweep_trials"]]:
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    s = result["sweep"]
+    lines += ["", f"sweep: {s['wall_s']} s wall, {s['tokens']} training tokens over {s['training_span_s']} s of training, "
+                  f"summed {s['summed_tokens_per_s']} tokens/s, summed MFU {s['summed_mfu']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cpu", action="store_true", help="a tiny shape on the CPU: a dry run of the whole check")
+    ap.add_argument("--out", default="/tmp/gpu-check")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "gpu"))
+    a = ap.parse_args()
+    a.steps, a.batch, a.optim = (20, 4, "adamw_torch") if a.cpu else (60, 16, "paged_adamw_32bit")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    check_start = time.time()
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    from bench.overhead import ensure_demo_inputs
+
+    ensure_demo_inputs()
+    model = out / "random-llama"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "random_model.py"), str(model), "--tokenizer",
+                    str(ROOT / "artifacts" / "tiny-llama"), *(["--small"] if a.cpu else [])], check=True)
+    name = card()
+    flops = next((v for k, v in BF16_PEAK.items() if k in name), None)
+    params = params_of(model)
+    sampler = MemorySampler()
+    sampler.start()
+    print(f"{name}: {params / 1e9:.2f} B params; hand-run trial...", flush=True)
+    hand = hand_run(model, out, a, sampler, params, flops)
+    print(f"hand-run: {hand}\nsweep...", flush=True)
+    summary, trials = sweep(model, out, a, sampler, params, flops)
+    sampler.stop.set()
+    date = datetime.date.today().isoformat()
+    result = {"card": name, "date": date, "model_params": params, "shape": "2 layers, 256 wide" if a.cpu else
+              "Llama-3.1-8B", "steps": a.steps, "bf16_peak_tflops": flops / 1e12 if flops else None,
+              "hand_run": hand, "sweep": summary, "sweep_trials": trials, "check_s": round(time.time() - check_start, 1)}
+    results = Path(a.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stem = f"{name.replace(' ', '-')}-{date}"
+    (results / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (results / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"written: {results / stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

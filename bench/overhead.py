@@ -1,0 +1,128 @@
+"""make bench-overhead: what the sweep costs over running the same trials by hand. The same K
+trials (same values) run (a) as K processes of bench/hand_run.py, a plain TRL script, one after
+the other, and (b) through `make sweep` with those values enqueued, pruning off, one trial at a
+time. Prints each wall time, the ratio b/a, and the fixed cost per trial (wall time not spent
+loading the model or training) split by phase. Last line: overhead_ratio=<x> fixed_cost_s=<y>.
+python bench/overhead.py [--trials 3] [--steps 150] [--out outputs/bench-overhead]"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MODEL, DATA = ROOT / "artifacts" / "tiny-llama", ROOT / "artifacts" / "data" / "synthetic_prices.jsonl"
+VALUES = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4},
+          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8},
+          {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "quant_bits": 4}]
+# The training phases both ways spend the same on; everything else is fixed cost.
+WORK = {"model_loaded": "model load", "train_end": "training (evals included)"}
+PHASE = {"imported": "process start and imports", "configured": "config", "data_loaded": "data",
+         "model_loaded": "model load", "wandb_started": "W&B", "trainer_built": "trainer setup (tokenize, LoRA)",
+         "train_begin": "trainer setup (tokenize, LoRA)", "train_end": "training (evals included)",
+         "saved": "save", "wandb_finished": "W&B", "exited": "process exit"}
+
+
+def phases(marks: list, start: float, end: float | None = None) -> dict[str, float]:
+    """Seconds per phase: each mark closes the phase named after it."""
+    out, last = {}, start
+    for name, t in marks + ([("exited", end)] if end else []):
+        out[PHASE.get(name, name)] = out.get(PHASE.get(name, name), 0.0) + t - last
+        last = t
+    return out
+
+
+def ensure_demo_inputs() -> None:
+    from trainers.data import ensure_embedded_data
+    from trainers.config import compose_config
+    from trainers.settings import trial_settings
+    from trainers.tiny_model import ensure_tiny_model
+
+    ensure_tiny_model(str(MODEL))
+    ensure_embedded_data(trial_settings(compose_config([])).data)
+
+
+def hand_runs(values: list[dict], steps: int, out: Path) -> list[dict]:
+    runs = []
+    for i, v in enumerate(values):
+        run_dir = out / "hand" / f"trial-{i}"
+        run_dir.mkdir(parents=True)
+        start = time.time()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(MODEL), "--data", str(DATA),
+                        "--out", str(run_dir), "--r", str(v["lora_r"]), "--alpha", str(v["lora_alpha"]),
+                        "--dropout", str(v["lora_dropout"]), "--bits", str(v["quant_bits"]), "--steps", str(steps),
+                        "--eval-steps", str(steps // 3), "--name", f"hand-{i}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.time()
+        r = json.loads((run_dir / "hand_run.json").read_text())
+        runs.append({"wall_s": end - start, "phases": phases(r["marks"], start, end), "eval_loss": r["eval_loss"]})
+        print(f"  hand-run {i}: {end - start:.1f} s, eval_loss {r['eval_loss']:.4f}", flush=True)
+    return runs
+
+
+def sweep_run(values: list[dict], steps: int, out: Path) -> tuple[float, list[dict], dict]:
+    enqueue = "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in x.items()) + "}" for x in values) + "]"
+    args = [f"sweep.dir={out / 'sweep'}", "sweep.study_name=overhead", f"sweep.n_trials={len(values)}",
+            "sweep.pruner=none", "sweep.trials_per_device=1", f"sweep.enqueue={enqueue}", f"train.max_steps={steps}",
+            f"train.eval_steps={steps // 3}", "data.metric=null", "tracking.mode=offline"]
+    start = time.time()
+    subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={' '.join(args)}"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time()
+    trials = []
+    for d in sorted((out / "sweep" / "trials").iterdir(), key=lambda p: int(p.name)):
+        m = json.loads((d / "metrics.json").read_text())
+        trials.append({"marks": m["phase_marks"], "eval_loss": m["eval_loss"]})
+    trials.sort(key=lambda t: t["marks"][0][1])
+    # The sweep's own time: before the first trial has its job, between trials, after the last.
+    own = {"sweep start (imports, checks, study)": trials[0]["marks"][0][1] - start,
+           "between trials (result, tell, ask, hand-off)": sum(b["marks"][0][1] - a["marks"][-1][1]
+                                                               for a, b in zip(trials, trials[1:])),
+           "sweep end (leaderboard, report, W&B summary run)": end - trials[-1]["marks"][-1][1]}
+    for t in trials:
+        t["phases"] = phases(t["marks"][1:], t["marks"][0][1])
+    return end - start, trials, own
+
+
+def fixed_cost(wall: float, runs: list[dict]) -> float:
+    work = sum(r["phases"].get(p, 0.0) for r in runs for p in WORK.values())
+    return (wall - work) / len(runs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "bench-overhead"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    values = (VALUES * a.trials)[:a.trials]
+    ensure_demo_inputs()
+    print(f"{a.trials} trials of {a.steps} steps on the demo model; (a) by hand, one process each:", flush=True)
+    hand = hand_runs(values, a.steps, out)
+    hand_wall = sum(r["wall_s"] for r in hand)
+    print("(b) make sweep, the same values enqueued, pruning off, one trial at a time:", flush=True)
+    sweep_wall, trials, own = sweep_run(values, a.steps, out)
+    names = list(dict.fromkeys([*PHASE.values()]))
+    print(f"\n| phase, seconds per trial | (a) by hand | (b) sweep |\n|---|---|---|")
+    for name in names:
+        h = sum(r["phases"].get(name, 0.0) for r in hand) / len(hand)
+        s = sum(t["phases"].get(name, 0.0) for t in trials) / len(trials)
+        print(f"| {name}{' (work)' if name in WORK.values() else ''} | {h:.2f} | {s:.2f} |")
+    for name, seconds in own.items():
+        print(f"| {name} | - | {seconds / len(trials):.2f} |")
+    hand_fixed, sweep_fixed = fixed_cost(hand_wall, hand), fixed_cost(sweep_wall, trials)
+    print(f"| **fixed cost per trial** (wall - model load - training) | {hand_fixed:.2f} | {sweep_fixed:.2f} |")
+    print(f"| wall time, all {len(values)} trials | {hand_wall:.1f} | {sweep_wall:.1f} |\n")
+    same = all(abs(h["eval_loss"] - t["eval_loss"]) < 1e-3 for h, t in zip(hand, trials))
+    print(f"eval losses by hand {[round(h['eval_loss'], 4) for h in hand]}, in the sweep "
+          f"{[round(t['eval_loss'], 4) for t in trials]}: {'the same' if same else 'DIFFERENT'} training")
+    print(f"overhead_ratio={sweep_wall / hand_wall:.3f} fixed_cost_s={sweep_fixed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
