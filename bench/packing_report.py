@@ -53,6 +53,8 @@ def sweep_rows(sweep_dir: Path, peaks: dict, params: int, flops: float | None) -
     summed = tokens / seconds if seconds else 0.0
     log = (sweep_dir / "sweep.log").read_text() if (sweep_dir / "sweep.log").exists() else ""
     slots = next((line for line in log.splitlines() if line.startswith("slots:")), "slots: ?")
+    slots += "; " + next((line for line in log.splitlines() if line.startswith("per-device batch")),
+                         "per-device batch: as configured")
     summary = {"sweep": sweep_dir.name, "slots": slots, "trials": len(rows), "trials_seconds": round(seconds, 1),
                "training_tokens": tokens, "summed_tokens_per_s": round(summed, 1),
                "mfu": round(6 * params * summed / flops, 4) if flops else None,

@@ -19,22 +19,29 @@ def prepare(overrides: list[str]):
 
     s = sweep_settings(overrides)
     quiet.install()
-    check_before_study(s)
+    for line in check_before_study(s):  # what the target modules adapt on this model, said once
+        print(line, flush=True)
     return s
 
 
 def devices_for(s, study, view):
-    """The devices this sweep fills and K on each (trials_per_device=auto measures; see packing)."""
-    from sweeper.packing import slots_for
-    from sweeper.probe import measured_peak
+    """The devices this sweep fills, K on each and, with per_device_train_batch_size=auto, the
+    per-device batch (measured; see sweeper/packing and sweeper/probe)."""
+    from sweeper.probe import plan_device
     from sweeper.slots import cpu_threads, find_devices
 
     devices = find_devices(s.devices)
+    batch_auto = s.trial.train.per_device_train_batch_size == "auto"
     for d in devices:
         if s.trials_per_device != "auto":
             d.slots = s.trials_per_device
-        elif d.name == "cpu" or d.memory_bytes is not None:  # measurable: the CPU, or a GPU the driver lists
-            d.slots = slots_for(d.memory_bytes, measured_peak(s, study, d, view), cpu_threads(1), len(devices))
+        if batch_auto:
+            d.effective = s.trial.train.effective_batch_size
+        measurable = d.name == "cpu" or d.memory_bytes is not None  # the CPU, or a GPU the driver lists
+        if measurable and (s.trials_per_device == "auto" or batch_auto):
+            plan_device(s, study, d, view, len(devices), cpu_threads(1))
+        elif batch_auto:  # nothing to measure on: the whole effective batch at once
+            d.batch = s.trial.train.effective_batch_size
         if d.name == "cpu":
             d.threads = cpu_threads(d.slots)
     return devices
@@ -60,6 +67,10 @@ def run_sweep(s) -> int:
     devices = devices_for(s, study, view)
     view.note("slots: " + ", ".join(f"{d.label} x{d.slots}" + (f" ({d.threads} threads each)" if d.threads else "")
                                     for d in devices))
+    if s.trial.train.per_device_train_batch_size == "auto":
+        view.note("per-device batch (auto): " + ", ".join(
+            f"{d.label} {d.batch} x {d.accumulation} accumulation" for d in devices)
+            + f" = {s.trial.train.effective_batch_size} rows per step")
     loop = SweepLoop(s, study, storage, devices, view)
     try:
         code = loop.run()

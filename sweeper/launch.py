@@ -149,18 +149,25 @@ def launch(s: SweepSettings, storage, trial, values: dict, overrides: list[str],
     take ({"gpu_fraction": f} or, for tests on CPU, {"host_bytes": n}), so a wrong estimate costs
     that trial, not its neighbours."""
     trial_dir = s.dir / "trials" / str(trial.number)
+    job = {"trial_id": trial._trial_id, "trial_dir": str(trial_dir), "sweep_overrides": s.public_overrides,
+           "trial_overrides": overrides, "values": values, "memory_share": memory_share}
+    proc = hand_off(processes, keep_spare, job, s.storage)
+    return RunningTrial(s, storage, trial, trial_dir, proc, slot)
+
+
+def hand_off(processes: TrialProcesses, keep_spare: bool, job: dict, storage_url: str) -> subprocess.Popen:
+    """Give a job (written to its trial folder as job.json) to the slot's waiting process."""
+    trial_dir = Path(job["trial_dir"])
     trial_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("result.json", "progress.json"):
         (trial_dir / stale).unlink(missing_ok=True)
-    job = {"trial_id": trial._trial_id, "trial_dir": str(trial_dir), "sweep_overrides": s.public_overrides,
-           "trial_overrides": overrides, "values": values, "memory_share": memory_share}
     (trial_dir / "job.json").write_text(json.dumps(job, indent=2))
     (trial_dir / "trial.log").write_text("")  # the worker redirects its output here once it has the job
     proc = processes.take(keep_spare)
     # The storage URL may hold a password: it travels by pipe, never in a file or argv.
-    proc.stdin.write(json.dumps({"job": str(trial_dir / "job.json"), "storage": s.storage}) + "\n")
+    proc.stdin.write(json.dumps({"job": str(trial_dir / "job.json"), "storage": storage_url}) + "\n")
     proc.stdin.close()
-    return RunningTrial(s, storage, trial, trial_dir, proc, slot)
+    return proc
 
 
 def _last_step(trial_dir: Path) -> int:

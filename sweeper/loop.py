@@ -101,6 +101,8 @@ class SweepLoop:
         trial.set_user_attr("value_overrides", value_overrides)
         trial.set_user_attr("output_dir", str(trial_dir))
         trial.set_user_attr("device", slot.label)
+        if slot.device.batch is not None:  # decided by the sweep: a rerun of the trial needs it spelt out
+            trial.set_user_attr("batch_overrides", slot.device.batch_overrides())
         frozen = storage.get_trial(trial._trial_id)
         # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
         resume_from = resume_point([s.dir / "trials" / str(n) for n in Retry.retry_history(frozen)]) \
@@ -110,7 +112,8 @@ class SweepLoop:
         self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label)
         # Keep a spare while more trials may follow than are running now.
         keep_spare = tally["finished"] + tally["running"] + 1 < s.n_trials
-        r = launch(s, storage, trial, values, trial_overrides(s, trial.number, value_overrides, resume_from),
+        overrides = trial_overrides(s, trial.number, value_overrides, resume_from) + slot.device.batch_overrides()
+        r = launch(s, storage, trial, values, overrides,
                    self._processes(slot), keep_spare, slot, memory_share(s, slot.device))
         r.slots_at_launch = slot.device.slots
         self.running[(slot.device.name, slot.index)] = r

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 
-from sweeper.launch import TrialProcesses
+from sweeper.launch import TrialProcesses, hand_off
 from sweeper.settings import SweepSettings
 from sweeper.slots import Device, slot_env
 from sweeper.space import Param, tied_value, to_overrides
@@ -46,54 +46,62 @@ def hungriest(space: list[Param]) -> dict:
     return values
 
 
-def probe_overrides(s: SweepSettings, values: dict, out_dir) -> list[str]:
+def probe_overrides(s: SweepSettings, values: dict, batch: int | None, out_dir) -> list[str]:
     t = s.trial.train
-    return to_overrides(values, s.space) + [
+    out = to_overrides(values, s.space) + [
         f"train.max_steps={PROBE_STEPS}", f"train.eval_steps={PROBE_STEPS}", f"train.warmup_steps=0",
         "train.pad_to_multiple_of=${train.max_length}", "train.save_strategy=no",
         f"data.eval_size={t.per_device_eval_batch_size}", "tracking.mode=disabled", f"output_dir={out_dir}"]
+    if batch is not None:  # per_device_train_batch_size=auto: measured at this per-device batch
+        out += [f"train.per_device_train_batch_size={batch}", "train.gradient_accumulation_steps=1",
+                "train.effective_batch_size=null"]
+    return out
 
 
-def probe_key(s: SweepSettings, device: Device, values: dict) -> str:
-    what = {"config": s.fingerprint_hash, "values": values, "device": device.kind, "memory": device.memory_bytes}
+def probe_key(s: SweepSettings, device: Device, values: dict, batch: int | None) -> str:
+    what = {"config": s.fingerprint_hash, "values": values, "device": device.kind, "memory": device.memory_bytes,
+            **({"batch": batch} if batch is not None else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def gpu_used_bytes(pid: int) -> int:
-    """The driver's figure for this process on its GPU (0 before it has a context)."""
+def gpu_used_bytes() -> dict[int, int]:
+    """The driver's figure for each process with a context on a GPU, by pid."""
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return {}
     try:
         out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    used = [int(float(m)) * 2**20 for p, m in (line.split(",") for line in out.strip().splitlines() if "," in line)
-            if p.strip() == str(pid)]
-    return max(used, default=0)
+        return {}
+    used = {}
+    for pid, mib in (line.split(",") for line in out.strip().splitlines() if "," in line):
+        used[int(pid)] = max(used.get(int(pid), 0), int(float(mib)) * 2**20)
+    return used
 
 
-def run_probe(s: SweepSettings, device: Device, overrides: list[str], out_dir) -> dict:
-    """Train the probe config in a trial process on the device; its peaks and outcome."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "progress.json"):
-        (out_dir / stale).unlink(missing_ok=True)
-    job = {"trial_id": None, "trial_dir": str(out_dir), "sweep_overrides": s.public_overrides,
-           "trial_overrides": overrides, "values": {}, "memory_share": None}
-    (out_dir / "job.json").write_text(json.dumps(job, indent=2))
-    proc = TrialProcesses(out_dir / "spare.log", slot_env(device)).take(keep_spare=False)
-    proc.stdin.write(json.dumps({"job": str(out_dir / "job.json"), "storage": ""}) + "\n")
-    proc.stdin.close()
-    watch = ProgressWatch(proc.pid, out_dir / "progress.json", s.stall_timeout, s.trial_timeout)
-    gpu_peak = 0
-    while proc.poll() is None:
-        if device.memory_bytes is not None:
-            gpu_peak = max(gpu_peak, gpu_used_bytes(proc.pid))
-        if watch.verdict():
-            proc.kill()
-            proc.wait()
-            break
+def run_probes(s: SweepSettings, device: Device, jobs: list[tuple[list[str], object]]) -> list[dict]:
+    """Train each probe config (overrides, out_dir) in its own trial process on the device, side
+    by side; each one's peaks and outcome."""
+    procs = []
+    for overrides, out_dir in jobs:
+        job = {"trial_id": None, "trial_dir": str(out_dir), "sweep_overrides": s.public_overrides,
+               "trial_overrides": overrides, "values": {}, "memory_share": None}
+        proc = hand_off(TrialProcesses(out_dir / "spare.log", slot_env(device)), False, job, "")
+        procs.append((proc, ProgressWatch(proc.pid, out_dir / "progress.json", s.stall_timeout, s.trial_timeout)))
+    gpu_peaks = [0] * len(procs)
+    while any(proc.poll() is None for proc, _ in procs):
+        used = gpu_used_bytes() if device.memory_bytes is not None else {}
+        for i, (proc, watch) in enumerate(procs):
+            gpu_peaks[i] = max(gpu_peaks[i], used.get(proc.pid, 0))
+            if proc.poll() is None and watch.verdict():
+                proc.kill()
+                proc.wait()
         time.sleep(0.5)
+    return [_probe_result(proc, out_dir, gpu_peak, device) for (proc, _), (_, out_dir), gpu_peak
+            in zip(procs, jobs, gpu_peaks)]
+
+
+def _probe_result(proc, out_dir, gpu_peak: int, device: Device) -> dict:
     result_path = out_dir / "result.json"
     if proc.returncode != 0 or not result_path.exists():
         return {"ok": False, "log": str(out_dir / "trial.log")}
@@ -102,22 +110,53 @@ def run_probe(s: SweepSettings, device: Device, overrides: list[str], out_dir) -
     return {"ok": True, "peak_bytes": peak, **facts}
 
 
-def measured_peak(s: SweepSettings, study, device: Device, view) -> dict | None:
-    """The hungriest trial's peaks on this kind of device ({"peak_bytes": on the device,
-    "peak_rss_bytes": host memory}): cached in the study, else measured now. None when even that
-    trial alone does not run (then the device runs one trial at a time)."""
+def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list) -> dict:
+    """The hungriest trial's peaks on this kind of device at each per-device batch ({"peak_bytes":
+    on the device, "peak_rss_bytes": host memory}; None for a batch where even that trial alone
+    does not run): cached in the study, else measured now, all batches side by side. A batch of
+    None keeps the config's own."""
     values = hungriest(s.space)
-    key = probe_key(s, device, values)
-    peaks = study.user_attrs.get("memory_peaks", {})
-    if key in peaks:
-        return peaks[key]
-    view.note(f"measuring the hungriest trial's peak memory on {device.label} ({PROBE_STEPS} steps, once per "
-              f"study): {', '.join(f'{k}={v}' for k, v in values.items())}")
-    out_dir = s.dir / "probe" / key
-    measured = run_probe(s, device, probe_overrides(s, values, out_dir), out_dir)
-    if not measured["ok"]:
-        view.note(f"the memory probe did not finish (log: {measured['log']}): one trial at a time on {device.label}")
-        return None
-    measured = {k: v for k, v in measured.items() if k != "ok"}
-    study.set_user_attr("memory_peaks", {**peaks, key: measured})
-    return measured
+    cached = study.user_attrs.get("memory_peaks", {})
+    keys = {b: probe_key(s, device, values, b) for b in batches}
+    todo = [b for b in batches if keys[b] not in cached]
+    if todo:
+        at = "" if todo == [None] else f" at per-device batch {', '.join(map(str, todo))}"
+        view.note(f"measuring the hungriest trial's peak memory on {device.label}{at} ({PROBE_STEPS} steps, once per "
+                  f"study): {', '.join(f'{k}={v}' for k, v in values.items())}")
+        dirs = [s.dir / "probe" / keys[b] for b in todo]
+        for b, out_dir, measured in zip(todo, dirs, run_probes(s, device, [
+                (probe_overrides(s, values, b, d), d) for b, d in zip(todo, dirs)])):
+            if not measured["ok"]:
+                view.note(f"the memory probe{'' if b is None else f' at batch {b}'} did not finish (log: {measured['log']})")
+                continue
+            cached = {**cached, keys[b]: {k: v for k, v in measured.items() if k != "ok"}}
+        study.set_user_attr("memory_peaks", cached)
+    return {b: cached.get(keys[b]) for b in batches}
+
+
+def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, cores: int) -> None:
+    """Set the device's K (trials_per_device=auto) and per-device batch (per_device_train_batch_size
+    =auto) from measured peaks; K no more than the study's trials per device, as a slot beyond them
+    would only hold a spare. The batch is measured at 1 and at the whole effective batch side by
+    side; if the whole batch does not run, at halves of it until one does."""
+    from sweeper.packing import choose_batch, divisors, slots_for
+
+    most = -(-s.n_trials // n_devices)
+
+    def slots_of(peaks):
+        return min(slots_for(device.memory_bytes, peaks, cores, n_devices), most)
+
+    fixed = None if s.trials_per_device == "auto" else s.trials_per_device
+    effective = s.trial.train.effective_batch_size
+    if s.trial.train.per_device_train_batch_size != "auto":
+        device.slots = fixed or slots_of(measured_peaks(s, study, device, view, [None])[None])
+        return
+    high = effective
+    peaks = measured_peaks(s, study, device, view, sorted({1, high}))
+    while peaks[high] is None and peaks[1] is not None and high > 1:
+        high = max(d for d in divisors(effective) if d <= high // 2)
+        peaks.update(measured_peaks(s, study, device, view, [high]))
+    if peaks[1] is None:  # not even one row runs: one trial at a time, and its failure will say why
+        device.slots, device.batch = fixed or 1, 1
+        return
+    device.batch, device.slots = choose_batch(effective, (1, peaks[1]), (high, peaks[high]), slots_of, fixed)

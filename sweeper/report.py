@@ -73,7 +73,7 @@ def cost_totals(trials: list[FrozenTrial]) -> str | None:
 
 def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
     user = [o for o in s.overrides if not o.lstrip("+~").startswith(("sweep", "search"))]
-    values = t.user_attrs.get("value_overrides", [])
+    values = t.user_attrs.get("value_overrides", []) + t.user_attrs.get("batch_overrides", [])
     out = s.dir / "reruns" / f"trial-{t.number}"
     return shlex.join(["python", "-m", "trainers", *user, *values, f"output_dir={out}"])
 

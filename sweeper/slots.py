@@ -17,6 +17,17 @@ class Device:
     kind: str = "cpu"           # the GPU's model, as the driver names it
     slots: int = 1              # K: trials side by side now; lowered after an out-of-memory failure
     threads: int | None = None  # CPU: torch threads per trial process
+    batch: int | None = None    # per-device batch, when the sweep decides it (per_device_train_batch_size=auto)
+    effective: int | None = None  # the rows per optimizer step that batch x accumulation keeps
+
+    @property
+    def accumulation(self) -> int | None:
+        return None if self.batch is None else self.effective // self.batch
+
+    def batch_overrides(self) -> list[str]:
+        if self.batch is None:
+            return []
+        return [f"train.per_device_train_batch_size={self.batch}", f"train.gradient_accumulation_steps={self.accumulation}"]
 
     @property
     def label(self) -> str:

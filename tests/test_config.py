@@ -51,23 +51,43 @@ def test_quant_bits_accepts_4_8_and_none():
     assert trial_settings(compose_config(["quant.bits=none"])).quant.bits is None
 
 
-def test_target_modules_aliases():
-    assert trial_settings(compose_config(["lora.target_modules=attention"])).lora.target_modules == [
-        "q_proj", "k_proj", "v_proj", "o_proj"]
+def test_target_modules_are_a_role_by_default():
+    """Roles stay roles until a model resolves them (trainers.targets; test_families.py)."""
+    assert trial_settings(compose_config([])).lora.target_modules == "attention"
     assert trial_settings(compose_config(["lora.target_modules=all-linear"])).lora.target_modules == "all-linear"
+    assert trial_settings(compose_config(["lora.target_modules=[q_proj,v_proj]"])).lora.target_modules == [
+        "q_proj", "v_proj"]
 
 
 @pytest.mark.parametrize("override,key", [
     ("quant.bits=3", "quant.bits"), ("lora.dropout=1.0", "lora.dropout"), ("lora.dropout=-0.1", "lora.dropout"),
     ("lora.r=0", "lora.r"), ("lora.alpha=-1", "lora.alpha"), ("tracking.mode=sometimes", "tracking.mode"),
     ("train.max_length=0", "train.max_length"), ("data.format=xml", "data.format"),
-    ("+lora.rank=8", "lora.rank"),
+    ("+lora.rank=8", "lora.rank"), ("train.per_device_train_batch_size=big", "train.per_device_train_batch_size"),
+    ("train.per_device_train_batch_size=auto", "train.effective_batch_size"),
+    ("train.effective_batch_size=12", "train.effective_batch_size"),  # tiny: 16 x 1
+    ("lora.target_modules=attn", "lora.target_modules"), ("lora.target_modules=[]", "lora.target_modules"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as err:
         trial_settings(compose_config([override]))
     assert err.value.key == key
     assert "\n" not in str(err.value)
+
+
+def test_per_device_batch_auto_keeps_the_effective_batch():
+    auto = trial_settings(compose_config(["train=gpu", "train.per_device_train_batch_size=auto",
+                                          "train.effective_batch_size=16"])).train
+    assert (auto.per_device_train_batch_size, auto.effective_batch_size) == ("auto", 16)
+    fixed = trial_settings(compose_config(["train=gpu", "train.effective_batch_size=16"])).train
+    assert fixed.per_device_train_batch_size * fixed.gradient_accumulation_steps == 16
+
+
+def test_a_lone_trial_refuses_an_auto_batch(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "trainers", "train.per_device_train_batch_size=auto",
+                           "train.effective_batch_size=16", f"output_dir={tmp_path}"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: train.per_device_train_batch_size='auto': decided by a sweep")
 
 
 def test_unknown_override_is_one_line():

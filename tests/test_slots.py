@@ -2,6 +2,7 @@
 trials remain, the study ends with exactly n_trials, a kill -9 with two trials running fails and
 retries both, GPU ids reach the trial processes, out of memory costs one trial and lowers K, and
 the storage holds up under contention."""
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import uuid
 
 import optuna
 import pytest
+import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 from optuna.trial import TrialState
 
@@ -39,9 +41,14 @@ def running_counts(trials) -> list[tuple[int, int]]:
 
 
 def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
-    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.trials_per_device=2", "tracking.mode=disabled"])
+    """Also the per-device batch left to the sweep: measured at 1 and 8 rows, then 8 x 1 on the CPU
+    (memory is not what binds here; test_packing.py has the cases where it is)."""
+    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.trials_per_device=2", "tracking.mode=disabled",
+                               "train.per_device_train_batch_size=auto", "train.effective_batch_size=8"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slots: cpu x2 (1 threads each)" in proc.stdout
+    assert "at per-device batch 1, 8 (" in proc.stdout
+    assert "per-device batch (auto): cpu 8 x 1 accumulation = 8 rows per step" in proc.stdout
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state in FINISHED for t in study.trials] == [True] * 5  # exactly n_trials, none extra
     assert max(c for _, c in running_counts(study.trials)) == 2, "trials overlapped"
@@ -56,6 +63,21 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     assert all(t.user_attrs["visible_devices"] == "" for t in study.trials)  # the CPU slots hide every GPU
     starts = sorted(t.datetime_start for t in study.trials)
     assert starts[1] < min(t.datetime_complete for t in study.trials)
+    peaks = list(study.user_attrs["memory_peaks"].values())
+    assert len(peaks) == 2 and all(p["peak_rss_bytes"] > 2**27 for p in peaks)  # batch 1 and 8, each measured once
+    batch = ["train.per_device_train_batch_size=8", "train.gradient_accumulation_steps=1"]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in study.trials:
+        assert t.user_attrs["batch_overrides"] == batch
+        job = json.loads((tmp_path / "sweep" / "trials" / str(t.number) / "job.json").read_text())
+        assert job["trial_overrides"][-2:] == batch
+    for t in complete:  # what the trial process trained with, as it saved it beside its adapter
+        train = yaml.safe_load((tmp_path / "sweep" / "trials" / str(t.number) / "config.yaml").read_text())["train"]
+        assert (train["per_device_train_batch_size"], train["gradient_accumulation_steps"]) == (8, 1)
+    board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    rerun = next(line for line in board.splitlines() if line.startswith("rerun it alone"))
+    assert "train.per_device_train_batch_size=8 train.gradient_accumulation_steps=1" in rerun
 
 
 def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
@@ -83,7 +105,7 @@ def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
     """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5 (this machine
     has no GPU, so the trials train on the CPU; what matters is what each process was given)."""
     proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.devices=[3,5]", "sweep.trials_per_device=1",
-                               "tracking.mode=disabled"])
+                               "tracking.mode=disabled", "train.max_steps=4", "train.eval_steps=2"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slots: gpu3 x1, gpu5 x1" in proc.stdout
     trials = load(f"sqlite:///{tmp_path / 'study.db'}").trials

@@ -57,12 +57,18 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         assert t.params["lora_r"] in (8, 16, 32) and 0.05 <= t.params["lora_dropout"] <= 0.2
         assert t.params["quant_bits"] in (4, 8) and t.user_attrs["lora_alpha"] == 2 * t.params["lora_r"]
 
+    said = [line for line in proc.stdout.splitlines() if line.startswith("target ")]  # before the study, once
+    assert said == ["target attention -> q_proj, k_proj, v_proj, o_proj (4 x 2 layers); r=8: 14.3K trainable; "
+                    "r=16: 28.7K trainable; r=32: 57.3K trainable"]
     runs = {read_offline_run(d).name: read_offline_run(d) for d in offline_runs(tmp_path / "sweep" / "trials")}
     assert sorted(runs) == [f"trial-{t.number}" for t in study.trials]
     for t in study.trials:
         run = runs[f"trial-{t.number}"]
         assert (run.group, run.job_type) == ("t", "trial")
         assert run.config["trial"]["lora_r"] == t.params["lora_r"] and run.config["lora"]["r"] == t.params["lora_r"]
+        assert run.config["lora"]["target_modules"] == "attention"
+        assert run.config["adapted_modules"] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                 "self_attn.o_proj"]
         assert run.summary["state"] == t.state.name.lower() and run.tags == [t.state.name.lower()]
         last = t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
         assert run.summary["eval_loss"] == pytest.approx(last)

@@ -6,7 +6,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 DATA_FORMATS = ("auto", "prompt_completion", "text", "messages")
 TRACKING_MODES = ("online", "offline", "disabled")
 METRIC_NAMES = ("price",)  # trainers.metrics.METRICS
@@ -53,9 +52,10 @@ class DataSettings:
 class TrainSettings:
     max_steps: int
     num_train_epochs: float
-    per_device_train_batch_size: int
+    per_device_train_batch_size: int | str  # or "auto": a sweep decides it per device (sweeper/packing)
     per_device_eval_batch_size: int
     gradient_accumulation_steps: int
+    effective_batch_size: int | None  # rows per optimizer step; null: per-device batch x accumulation
     learning_rate: float
     lr_scheduler_type: str
     warmup_steps: int
@@ -78,7 +78,7 @@ class LoraSettings:
     r: int
     alpha: float
     dropout: float
-    target_modules: list[str] | str
+    target_modules: list[str] | str  # "attention" | "all-linear" | names
     bias: str
 
 
@@ -164,21 +164,21 @@ def _lora(cfg: DictConfig) -> LoraSettings:
     alpha = _number(v, "lora", "alpha", float, 0)
     dropout = _number(v, "lora", "dropout", float, 0, strict=False)
     _check(dropout < 1, "lora.dropout", v["dropout"], "allowed: 0 <= dropout < 1")
-    modules = v["target_modules"]
-    if modules == "attention":  # a search space can choose between these two by name
-        modules = list(ATTENTION_MODULES)
-    _check(modules == "all-linear" or (isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules)),
-           "lora.target_modules", modules, "a list of module names, 'attention' or 'all-linear'")
+    modules = v["target_modules"]  # a role is resolved on the model itself (trainers.targets)
+    _check(modules in ("attention", "all-linear") or (isinstance(modules, list) and modules
+                                                      and all(isinstance(m, str) for m in modules)),
+           "lora.target_modules", modules, "attention, all-linear, or a list of module names")
     _check(v["bias"] in ("none", "all", "lora_only"), "lora.bias", v["bias"], "allowed: none, all, lora_only")
     return LoraSettings(r=r, alpha=alpha, dropout=dropout, target_modules=modules, bias=v["bias"])
 
 
 def _train(cfg: DictConfig) -> TrainSettings:
     v = _section(cfg, "train", TrainSettings)
-    ints = ["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-            "eval_steps", "logging_steps", "max_length", "save_steps"]
+    ints = ["per_device_eval_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps",
+            "max_length", "save_steps"]
     for key in ints:
         v[key] = _number(v, "train", key, int, 0)
+    _batch(v)
     v["max_steps"] = _number(v, "train", "max_steps", int, -1, strict=False) if v["max_steps"] is not None else -1
     v["warmup_steps"] = _number(v, "train", "warmup_steps", int, 0, strict=False)
     v["learning_rate"] = _number(v, "train", "learning_rate", float, 0)
@@ -192,6 +192,24 @@ def _train(cfg: DictConfig) -> TrainSettings:
     if v["save_total_limit"] is not None:
         v["save_total_limit"] = _number(v, "train", "save_total_limit", int, 0)
     return TrainSettings(**v)
+
+
+def _batch(v: dict) -> None:
+    """Rows per optimizer step are what make trials' steps comparable; with a per-device batch of
+    `auto` the sweep picks the per-device batch and accumulation that give effective_batch_size."""
+    if v["effective_batch_size"] is not None:
+        v["effective_batch_size"] = _number(v, "train", "effective_batch_size", int, 0)
+    if v["per_device_train_batch_size"] == "auto":
+        _check(v["effective_batch_size"] is not None, "train.effective_batch_size", None,
+               "needed with train.per_device_train_batch_size=auto: the rows per optimizer step to keep, e.g. 16")
+        return
+    try:
+        b = v["per_device_train_batch_size"] = _number(v, "train", "per_device_train_batch_size", int, 0)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.value, "must be a whole number > 0, or auto (in a sweep)") from None
+    e, accumulation = v["effective_batch_size"], v["gradient_accumulation_steps"]
+    _check(e in (None, b * accumulation), "train.effective_batch_size", e,
+           f"must equal per_device_train_batch_size x gradient_accumulation_steps = {b} x {accumulation}, or be null")
 
 
 def _data(cfg: DictConfig) -> DataSettings:

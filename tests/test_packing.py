@@ -1,0 +1,88 @@
+"""How many trials fit on a device and at which per-device batch: the arithmetic of packing and of
+train.per_device_train_batch_size=auto, on peaks shaped like the ones measured on an H200
+(docs/gpu.md, STACK.md). The measuring itself runs for real in test_slots.py and test_sweep.py."""
+import pytest
+
+from sweeper.packing import GIB, SPARE, choose_batch, divisors, fits, gpu_fraction, peaks_at, slots_for
+from sweeper.probe import hungriest
+from sweeper.space import Param
+
+H200 = 141 * GIB
+HOST = 10**15  # host memory is not what binds in these cases
+
+
+def peaks(device_gib: float, host_gib: float = 4.0) -> dict:
+    return {"peak_bytes": int(device_gib * GIB), "peak_rss_bytes": int(host_gib * GIB)}
+
+
+def on_h200(p: dict) -> int:
+    return max(1, min(fits(H200, p["peak_bytes"]), fits(HOST, p["peak_rss_bytes"])))
+
+
+def test_fits_counts_the_margin_and_a_spare_per_trial():
+    per_trial = int(10 * GIB * 1.15) + SPARE
+    assert fits(3 * per_trial, 10 * GIB) == 3
+    assert fits(3 * per_trial - 1, 10 * GIB) == 2
+    assert fits(GIB, 10 * GIB) == 1  # never 0: one trial always gets its chance (and its own OOM)
+
+
+def test_slots_for_caps_by_cores_on_the_cpu_and_by_memory_on_a_gpu():
+    assert slots_for(None, peaks(0, 1), cores=2, devices=1) == 2
+    assert slots_for(None, None, cores=2, devices=1) == 1  # nothing measured: one at a time
+    assert slots_for(H200, peaks(10, 0.001), cores=2, devices=1) == fits(H200, 10 * GIB) == 11
+
+
+def test_gpu_fraction_leaves_room_for_contexts_and_spares():
+    share = gpu_fraction(H200, 4)
+    assert 0 < share < 0.25 and share * H200 == pytest.approx(H200 / 4 - 1.1 * GIB, rel=1e-3)
+
+
+def test_peaks_follow_the_line_through_two_measured_batches():
+    low, high = (1, peaks(6.0, 3.0)), (16, peaks(13.5, 4.5))
+    assert peaks_at(1, low, high) == peaks(6.0, 3.0) and peaks_at(16, low, high) == peaks(13.5, 4.5)
+    assert peaks_at(8, low, high)["peak_bytes"] == pytest.approx(9.5 * GIB, abs=1)
+    assert peaks_at(4, (4, peaks(7)), (4, peaks(7))) == peaks(7)  # effective batch 1 or 4 measured once
+
+
+def test_auto_batch_keeps_the_effective_batch_and_the_most_rows_in_flight():
+    assert divisors(16) == [1, 2, 4, 8, 16] and divisors(12) == [1, 2, 3, 4, 6, 12]
+    # 8B 4-bit, batch 1 at 6 GiB and batch 16 at 13.5 GiB: K x batch grows with the batch.
+    low, high = (1, peaks(6.0)), (16, peaks(13.5))
+    batch, k = choose_batch(16, low, high, on_h200)
+    assert (batch, k) == (16, on_h200(peaks(13.5)))
+    assert 16 % batch == 0 and k * batch > on_h200(peaks(6.0)) * 1
+    # Activations that dwarf the weights (long sequences): the whole batch fits once per card, a
+    # batch of 1 twenty-seven times; with the study's 20 trials as the cap, 10 x 2 rows beat 1 x 16
+    # and tie with 20 x 1, where the bigger batch wins.
+    low, high = (1, peaks(4.0)), (16, peaks(120.0))
+    assert on_h200(peaks_at(16, low, high)) == 1 and on_h200(peaks_at(1, low, high)) == 27
+
+    def capped(p):
+        return min(on_h200(p), 20)
+
+    rows = {b: b * capped(peaks_at(b, low, high)) for b in divisors(16)}
+    assert rows == {1: 20, 2: 20, 4: 16, 8: 16, 16: 16}
+    assert choose_batch(16, low, high, capped) == (2, 10)
+
+
+def test_auto_batch_with_k_fixed_takes_the_largest_batch_that_fits_k_times():
+    low, high = (1, peaks(4.0)), (16, peaks(120.0))
+    assert choose_batch(16, low, high, on_h200, fixed_slots=1) == (16, 1)
+    batch, k = choose_batch(16, low, high, on_h200, fixed_slots=4)
+    assert k == 4 and on_h200(peaks_at(batch, low, high)) >= 4 > on_h200(peaks_at(2 * batch, low, high))
+    assert choose_batch(16, low, high, on_h200, fixed_slots=40) == (1, 40)  # nothing fits: the smallest, and OOM decides
+
+
+def test_auto_batch_never_goes_above_the_largest_batch_that_ran():
+    # The whole effective batch did not run; 4 did: 8 and 16 are never chosen, whatever the line says.
+    batch, _ = choose_batch(16, (1, peaks(1.0)), (4, peaks(1.5)), on_h200)
+    assert batch == 4
+
+
+def test_the_probe_measures_the_hungriest_values():
+    space = [Param(name="r", type="categorical", target="lora.r", choices=[8, 32, 16]),
+             Param(name="bits", type="categorical", target="quant.bits", choices=[4, 8]),
+             Param(name="modules", type="categorical", target="lora.target_modules", choices=["attention", "all-linear"]),
+             Param(name="len", type="int", target="train.max_length", low=64, high=256),
+             Param(name="lr", type="float", target="train.learning_rate", low=1e-5, high=1e-3)]
+    assert hungriest(space) == {"r": 32, "bits": 8, "modules": "all-linear", "len": 256, "lr": 1e-5}
