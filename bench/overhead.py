@@ -6,6 +6,8 @@ loading the model or training) split by phase. Last line: overhead_ratio=<x> fix
 python bench/overhead.py [--trials 3] [--steps 150] [--out outputs/bench-overhead]"""
 import argparse
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,12 +53,16 @@ def hand_runs(values: list[dict], steps: int, out: Path) -> list[dict]:
         run_dir = out / "hand" / f"trial-{i}"
         run_dir.mkdir(parents=True)
         start = time.time()
-        subprocess.run([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(MODEL), "--data", str(DATA),
-                        "--out", str(run_dir), "--r", str(v["lora_r"]), "--alpha", str(v["lora_alpha"]),
-                        "--dropout", str(v["lora_dropout"]), "--bits", str(v["quant_bits"]), "--steps", str(steps),
-                        "--eval-steps", str(steps // 3), "--name", f"hand-{i}"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(run_dir / "log.txt", "w") as log:  # W&B offline, as the sweep's trials here
+            code = subprocess.run([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(MODEL),
+                                   "--data", str(DATA), "--out", str(run_dir), "--r", str(v["lora_r"]),
+                                   "--alpha", str(v["lora_alpha"]), "--dropout", str(v["lora_dropout"]),
+                                   "--bits", str(v["quant_bits"]), "--steps", str(steps), "--eval-steps", str(steps // 3),
+                                   "--name", f"hand-{i}"], stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "WANDB_MODE": "offline"}).returncode
         end = time.time()
+        if code != 0:
+            sys.exit(f"hand-run {i} failed: {run_dir / 'log.txt'}")
         r = json.loads((run_dir / "hand_run.json").read_text())
         runs.append({"wall_s": end - start, "phases": phases(r["marks"], start, end), "eval_loss": r["eval_loss"]})
         print(f"  hand-run {i}: {end - start:.1f} s, eval_loss {r['eval_loss']:.4f}", flush=True)
@@ -69,9 +75,12 @@ def sweep_run(values: list[dict], steps: int, out: Path) -> tuple[float, list[di
             "sweep.pruner=none", "sweep.trials_per_device=1", f"sweep.enqueue={enqueue}", f"train.max_steps={steps}",
             f"train.eval_steps={steps // 3}", "data.metric=null", "tracking.mode=offline"]
     start = time.time()
-    subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={' '.join(args)}"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out / "sweep.log", "w") as log:
+        code = subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={shlex.join(args)}"], cwd=ROOT,
+                              stdout=log, stderr=subprocess.STDOUT).returncode
     end = time.time()
+    if code != 0:
+        sys.exit(f"the sweep failed: {out / 'sweep.log'}")
     trials = []
     for d in sorted((out / "sweep" / "trials").iterdir(), key=lambda p: int(p.name)):
         m = json.loads((d / "metrics.json").read_text())

@@ -83,6 +83,11 @@ class TrialProcesses:
             return subprocess.Popen([sys.executable, "-m", "sweeper.worker", str(os.getpid())], stdin=subprocess.PIPE,
                                     stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env)
 
+    def start_spare(self) -> None:
+        """Start the waiting process now (its imports overlap whatever the sweep does meanwhile)."""
+        if self.spare is None or self.spare.poll() is not None:
+            self.spare = self._start()
+
     def take(self, keep_spare: bool) -> subprocess.Popen:
         proc = self.spare if self.spare is not None and self.spare.poll() is None else self._start()
         self.spare = self._start() if keep_spare else None
@@ -150,7 +155,8 @@ def launch(s: SweepSettings, storage, trial, values: dict, overrides: list[str],
     that trial, not its neighbours."""
     trial_dir = s.dir / "trials" / str(trial.number)
     job = {"trial_id": trial._trial_id, "trial_dir": str(trial_dir), "sweep_overrides": s.public_overrides,
-           "trial_overrides": overrides, "values": values, "memory_share": memory_share}
+           "trial_overrides": overrides, "values": values, "memory_share": memory_share,
+           "threads": slot.device.threads if slot is not None else None}
     proc = hand_off(processes, keep_spare, job, s.storage)
     return RunningTrial(s, storage, trial, trial_dir, proc, slot)
 

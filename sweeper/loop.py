@@ -47,10 +47,14 @@ def memory_share(s: SweepSettings, device: Device) -> dict | None:
 
 
 class SweepLoop:
-    def __init__(self, s: SweepSettings, study, storage, devices: list[Device], view: LiveView):
+    def __init__(self, s: SweepSettings, study, storage, devices: list[Device], view: LiveView,
+                 first: TrialProcesses | None = None):
         self.s, self.study, self.storage, self.devices, self.view = s, study, storage, devices, view
         self.running: dict[tuple[str, int], RunningTrial] = {}
         self.processes: dict[tuple[str, int], TrialProcesses] = {}
+        if first is not None:  # the first device's first slot adopts the process started before the checks
+            first.env = {**first.env, **slot_env(devices[0])}
+            self.processes[(devices[0].name, 0)] = first
         self.failures = 0
         self.waiting_said = False
 

@@ -79,14 +79,17 @@ def gpu_used_bytes() -> dict[int, int]:
     return used
 
 
-def run_probes(s: SweepSettings, device: Device, jobs: list[tuple[list[str], object]]) -> list[dict]:
+def run_probes(s: SweepSettings, device: Device, jobs: list[tuple[list[str], object]],
+               waiting: TrialProcesses | None = None) -> list[dict]:
     """Train each probe config (overrides, out_dir) in its own trial process on the device, side
-    by side; each one's peaks and outcome."""
+    by side; each one's peaks and outcome. The first takes `waiting`'s process (imports done),
+    which starts another for the trials."""
     procs = []
-    for overrides, out_dir in jobs:
+    for i, (overrides, out_dir) in enumerate(jobs):
         job = {"trial_id": None, "trial_dir": str(out_dir), "sweep_overrides": s.public_overrides,
                "trial_overrides": overrides, "values": {}, "memory_share": None}
-        proc = hand_off(TrialProcesses(out_dir / "spare.log", slot_env(device)), False, job, "")
+        processes = waiting if i == 0 and waiting is not None else TrialProcesses(out_dir / "spare.log", slot_env(device))
+        proc = hand_off(processes, processes is waiting, job, "")
         procs.append((proc, ProgressWatch(proc.pid, out_dir / "progress.json", s.stall_timeout, s.trial_timeout)))
     gpu_peaks = [0] * len(procs)
     while any(proc.poll() is None for proc, _ in procs):
@@ -110,7 +113,8 @@ def _probe_result(proc, out_dir, gpu_peak: int, device: Device) -> dict:
     return {"ok": True, "peak_bytes": peak, **facts}
 
 
-def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list) -> dict:
+def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
+                   waiting: TrialProcesses | None = None) -> dict:
     """The hungriest trial's peaks on this kind of device at each per-device batch ({"peak_bytes":
     on the device, "peak_rss_bytes": host memory}; None for a batch where even that trial alone
     does not run): cached in the study, else measured now, all batches side by side. A batch of
@@ -125,7 +129,7 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list)
                   f"study): {', '.join(f'{k}={v}' for k, v in values.items())}")
         dirs = [s.dir / "probe" / keys[b] for b in todo]
         for b, out_dir, measured in zip(todo, dirs, run_probes(s, device, [
-                (probe_overrides(s, values, b, d), d) for b, d in zip(todo, dirs)])):
+                (probe_overrides(s, values, b, d), d) for b, d in zip(todo, dirs)], waiting)):
             if not measured["ok"]:
                 view.note(f"the memory probe{'' if b is None else f' at batch {b}'} did not finish (log: {measured['log']})")
                 continue
@@ -134,7 +138,8 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list)
     return {b: cached.get(keys[b]) for b in batches}
 
 
-def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, cores: int) -> None:
+def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, cores: int,
+                waiting: TrialProcesses | None = None) -> None:
     """Set the device's K (trials_per_device=auto) and per-device batch (per_device_train_batch_size
     =auto) from measured peaks; K no more than the study's trials per device, as a slot beyond them
     would only hold a spare. The batch is measured at 1 and at the whole effective batch side by
@@ -149,10 +154,10 @@ def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, c
     fixed = None if s.trials_per_device == "auto" else s.trials_per_device
     effective = s.trial.train.effective_batch_size
     if s.trial.train.per_device_train_batch_size != "auto":
-        device.slots = fixed or slots_of(measured_peaks(s, study, device, view, [None])[None])
+        device.slots = fixed or slots_of(measured_peaks(s, study, device, view, [None], waiting)[None])
         return
     high = effective
-    peaks = measured_peaks(s, study, device, view, sorted({1, high}))
+    peaks = measured_peaks(s, study, device, view, sorted({1, high}), waiting)
     while peaks[high] is None and peaks[1] is not None and high > 1:
         high = max(d for d in divisors(effective) if d <= high // 2)
         peaks.update(measured_peaks(s, study, device, view, [high]))

@@ -58,6 +58,27 @@ def test_llama_names_on_another_family_are_refused_with_its_names(family, lacks,
         f"or use attention (here: {', '.join(reversed(here))})" in line, line
 
 
+def test_our_target_match_is_peft_s_own(tiny_model):
+    """The sweep matches target names without importing peft (it initialises CUDA), by PEFT's rule
+    restated in trainers.targets.matches: on every family, every module name, it agrees with PEFT."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    from trainers.preflight import meta_model
+    from trainers.settings import ModelSettings
+    from trainers.targets import matches
+
+    for family in SHAPES:
+        meta = meta_model(ModelSettings(str(family_model(family)), None, False))
+        names = [n for n, _ in meta.named_modules() if n]
+        targets = sorted({n.rsplit(".", 1)[-1] for n in names} | {".".join(n.split(".")[-2:]) for n in names}
+                         | {"mlp", "layers.0.self_attn.q_proj", "h.1.attn", "proj", "q"})
+        for target in targets:
+            config = LoraConfig(target_modules=[target])
+            assert [n for n in names if matches(target, n)] == \
+                [n for n in names if check_target_module_exists(config, n)], (family, target)
+
+
 def test_messages_need_a_chat_template(tiny_model, cache_dir, tmp_path):
     """GPT-2's tokenizer has no chat template (and no pad token): messages data is refused in one line."""
     rows = tmp_path / "chat.jsonl"

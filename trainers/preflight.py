@@ -1,9 +1,7 @@
 """Checks that need transformers' own names or the model's structure, done before a weight
-loads: the model's config builds it on the meta device (no memory, no download of weights).
-`python -m trainers.preflight JOB_JSON` runs the structure check for a sweep, whose process must
-not import peft (it initialises CUDA): one JSON line out."""
-import json
-import sys
+loads: the model's config builds it on the meta device (no memory, no download of weights). None
+imports peft or bitsandbytes, which initialise CUDA: the sweep process runs them itself."""
+import functools
 from pathlib import Path
 
 from trainers.settings import ConfigError, ModelSettings, TrainSettings, first_line
@@ -28,15 +26,32 @@ def check_model_exists(model: ModelSettings) -> None:
         raise ConfigError(key, value, "a folder with a config.json but no weights (*.safetensors or *.bin)")
 
 
-def check_trainer_names(train: TrainSettings) -> None:
-    """transformers' own enums, asked now rather than inside the first trial."""
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
+# transformers' enums of optimizer and scheduler names, and the modules that define them. Importing
+# those modules imports peft (transformers.trainer_utils does, when peft is installed), and peft
+# initialises CUDA: so the names are read from the modules' source. tests/test_errors.py holds
+# them to the imported enums.
+ENUMS = {"train.optim": ("transformers.training_args", "OptimizerNames"),
+         "train.lr_scheduler_type": ("transformers.trainer_utils", "SchedulerType")}
 
-    for key, value, names in (("train.optim", train.optim, OptimizerNames),
-                              ("train.lr_scheduler_type", train.lr_scheduler_type, SchedulerType)):
-        if value not in {n.value for n in names}:
-            raise ConfigError(key, value, f"allowed: {', '.join(n.value for n in names)}")
+
+@functools.cache
+def enum_names(module: str, enum: str) -> tuple[str, ...]:
+    """The string values of a str Enum class, read from its module's source without importing it."""
+    import ast
+    import importlib.util
+
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    body = next(node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == enum)
+    return tuple(node.value.value for node in body if isinstance(node, ast.Assign)
+                 and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
+
+
+def check_trainer_names(train: TrainSettings) -> None:
+    """transformers' own names, asked now rather than inside the first trial."""
+    for key, value in (("train.optim", train.optim), ("train.lr_scheduler_type", train.lr_scheduler_type)):
+        names = enum_names(*ENUMS[key])
+        if value not in names:
+            raise ConfigError(key, value, f"allowed: {', '.join(names)}")
 
 
 def meta_model(model: ModelSettings):
@@ -54,10 +69,7 @@ def check_target_modules(options: list, meta) -> list[str]:
     (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name);
     `attention` must find attention layers. Notes for a list that covers part of attention, or
     catches a layer outside it."""
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers
+    from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers, matches
 
     names = [n for n, _ in meta.named_modules() if n]
     linear = leaf_names(linear_layers(meta))
@@ -67,8 +79,7 @@ def check_target_modules(options: list, meta) -> list[str]:
             attention_targets(meta)  # refuses a model without attention layers
             continue
         for target in targets:
-            config = LoraConfig(target_modules=[target])
-            if not any(check_target_module_exists(config, n) for n in names):
+            if not any(matches(target, n) for n in names):
                 raise ConfigError("lora.target_modules", target, f"matches no module of this model; its linear layers "
                                   f"are: {', '.join(linear)}; or use attention (here: "
                                   f"{', '.join(_attention_leaves(meta))}) or all-linear")
@@ -113,17 +124,3 @@ def check_structure(model: ModelSettings, target_options: list, ranks: list[int]
     meta = meta_model(model)
     notes = check_target_modules(target_options, meta)
     return [describe(option, meta, ranks) for option in target_options] + notes
-
-
-def main(job: dict) -> int:
-    try:
-        lines = check_structure(ModelSettings(**job["model"]), job["target_modules"], job.get("ranks", []))
-    except ConfigError as e:
-        print(json.dumps({"key": e.key, "value": e.value, "allowed": e.allowed}))
-        return 2
-    print(json.dumps({"ok": True, "lines": lines}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(json.loads(sys.argv[1])))

@@ -47,6 +47,13 @@ def attention_targets(model) -> list[str]:
     return targets
 
 
+def matches(target: str, name: str) -> bool:
+    """PEFT's rule for a list entry (peft.tuners.tuners_utils.check_target_module_exists, without
+    the options we never set): the module's full name, or a dotted suffix of it. Ours so the sweep
+    process never imports peft, which initialises CUDA; tests/test_families.py holds it to PEFT's."""
+    return name == target or name.endswith("." + target)
+
+
 def leaf_names(names) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n in names})
 
@@ -70,7 +77,7 @@ def adapted_layers(spec, model) -> dict[str, object]:
         head = output_head(model)
         return {n: m for n, m in linear.items() if n != head}
     targets = resolve(spec, model)
-    return {n: m for n, m in linear.items() if any(n == t or n.endswith("." + t) for t in targets)}
+    return {n: m for n, m in linear.items() if any(matches(t, n) for t in targets)}
 
 
 def shape(module) -> tuple[int, int]:

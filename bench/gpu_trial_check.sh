@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the one-trial foundation, in one call of the device tool:
-#   mkdir -p /tmp/site && tar -C /tmp/site -xzf .devsite.tgz && export PYTHONPATH=/tmp/site; bash bench/gpu_check.sh
+#   mkdir -p /tmp/site && tar -C /tmp/site -xzf .devsite.tgz && export PYTHONPATH=/tmp/site; bash bench/gpu_trial_check.sh
 # (1) do the project's imports initialise CUDA? (2) one 4-bit and one 8-bit `python -m trainers`
 # trial of a random-init Llama-3.1-8B-shaped model. SMALL=1 dry-runs it on a CPU with a 2-layer model.
 set -uo pipefail
