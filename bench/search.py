@@ -22,7 +22,14 @@ from sweeper.space import suggest  # noqa: E402
 from sweeper.study import build_pruner, build_sampler  # noqa: E402
 
 DROPOUTS = [0.05, 0.1, 0.15, 0.2]
-GRID_SPACE = [f"search.lora_dropout={{type: categorical, choices: [{', '.join(map(str, DROPOUTS))}], target: lora.dropout}}"]
+
+
+def replace(name: str, spec: str) -> list[str]:
+    """Hydra overrides that swap one search entry for another (a dict is not assigned over a dict)."""
+    return [f"~search.{name}", f"+search.{name}={{{spec}}}"]
+
+
+GRID_SPACE = replace("lora_dropout", f"type: categorical, choices: [{', '.join(map(str, DROPOUTS))}], target: lora.dropout")
 NOISE_SEEDS = [1, 2, 3]
 NEAR = 0.10  # within 10% of the grid's best-to-median gap of its best
 STRATEGIES = {  # name: sweep overrides (a strategy is what a user can choose in conf/sweep)
@@ -126,9 +133,9 @@ def main():
           f"{grid_steps} steps in all")
     best_key = min(finals, key=finals.get)
     other_r = 8 if best_key[0] != 8 else 32
-    noise_space = [f"search.lora_r={{type: categorical, choices: [{best_key[0]}, {other_r}], target: lora.r}}",
-                   f"search.lora_dropout={{type: categorical, choices: [{best_key[1]}], target: lora.dropout}}",
-                   f"search.quant_bits={{type: categorical, choices: [{best_key[2]}], target: quant.bits}}",
+    noise_space = [*replace("lora_r", f"type: categorical, choices: [{best_key[0]}, {other_r}], target: lora.r"),
+                   *replace("lora_dropout", f"type: categorical, choices: [{best_key[1]}], target: lora.dropout"),
+                   *replace("quant_bits", f"type: categorical, choices: [{best_key[2]}], target: quant.bits"),
                    f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
     print(f"noise: seeds {NOISE_SEEDS} of r={best_key[0]} and r={other_r} ({len(NOISE_SEEDS) * 2} real trials)...",
           flush=True)

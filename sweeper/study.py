@@ -29,9 +29,17 @@ def build_storage(s: SweepSettings):
         raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}") from None
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls Study.stop once the grid is used up, which raises outside
+    Study.optimize; this sweep drives ask/tell itself and stops at sweep.n_trials."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def build_sampler(s: SweepSettings):
     if s.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(s.space), seed=s.seed)
+        return GridSampler(grid(s.space), seed=s.seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=s.seed)

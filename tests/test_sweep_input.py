@@ -112,6 +112,23 @@ def test_pruners_and_samplers_fit_the_sweep():
     assert isinstance(build_pruner(sweep_settings(["sweep.pruner=none"])), optuna.pruners.NopPruner)
 
 
+def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
+    """Optuna's GridSampler stops Study.optimize when the grid is used up, raising outside it: the
+    sweep's ask/tell loop must get through every point, the last one included (found by bench-search)."""
+    from sweeper.space import suggest
+    from sweeper.study import build_sampler
+
+    s = sweep_settings(["sweep.sampler=grid", "sweep.enqueue=[]", "sweep.n_trials=12", "~search.lora_dropout",
+                        "+search.lora_dropout={type: float, low: 0.1, high: 0.2, step: 0.1, target: lora.dropout}"])
+    study = optuna.create_study(sampler=build_sampler(s))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        seen.add(tuple(sorted(suggest(trial, s.space).items())))
+        study.tell(trial, 1.0)
+    assert len(seen) == 12  # 3 ranks x 2 dropouts x 2 bit widths, each once
+
+
 def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
     from sweeper.report import final_report
 
