@@ -43,7 +43,10 @@ def common_step_study(study):
     if not steps:
         return None, None
     step = max(steps)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # an in-memory helper study: no "created" line
     points = optuna.create_study()
+    optuna.logging.set_verbosity(verbosity)
     for t in trials:
         if step in t.intermediate_values:
             points.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,

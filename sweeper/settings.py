@@ -14,7 +14,7 @@ from trainers.config import compose_config
 from trainers.settings import ConfigError, TrialSettings, trial_settings
 
 SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("percentile", "median", "hyperband", "none")
 # Pruning compares eval losses at equal steps: these keys change what a step means.
 STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs", "train.per_device_train_batch_size",
                 "train.gradient_accumulation_steps", "train.max_length")
