@@ -126,9 +126,14 @@ def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list
                          "state": t.state.name.lower(), "device": a_.get("device")})
             named = dict(marks)
             spans.append((named.get("train_begin"), named.get("train_end")))
-        else:
-            rows.append({"trial": f"trial {t.number}", "state": t.state.name.lower(),
-                         "fail_reason": a_.get("fail_reason"), "tokens": a_.get("train_tokens", 0)})
+        else:  # pruned or failed: no metrics.json, but the trial's cost is on it
+            warm = a_.get("warm_tokens_per_s")
+            peak = sampler.peaks.get(a_.get("pid"))
+            rows.append({"trial": f"trial {t.number} {t.params.get('quant_bits')}-bit r={t.params.get('lora_r')}",
+                         "state": t.state.name.lower(), "device": a_.get("device"), "tokens": a_.get("train_tokens", 0),
+                         "warm_tokens_per_s": warm, "mfu": round(6 * params * warm / flops, 4) if flops and warm else None,
+                         "peak_gpu_gib": round(peak / 2**30, 2) if peak else None, "train_s": a_.get("train_s"),
+                         "wall_s": a_.get("wall_s"), "fail_reason": a_.get("fail_reason")})
         tokens += a_.get("train_tokens", 0) or 0
     spans = [s for s in spans if s[0] and s[1]]
     training = max(e for _, e in spans) - min(b for b, _ in spans) if spans else 0.0
@@ -162,7 +167,7 @@ def main():
     ap.add_argument("--out", default="/tmp/gpu-check")
     ap.add_argument("--results", default=str(ROOT / "bench" / "gpu"))
     a = ap.parse_args()
-    a.steps, a.batch, a.optim = (20, 4, "adamw_torch") if a.cpu else (60, 16, "paged_adamw_32bit")
+    a.steps, a.batch, a.optim = (20, 4, "adamw_torch") if a.cpu else (50, 16, "paged_adamw_32bit")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     check_start = time.time()
