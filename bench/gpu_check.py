@@ -22,9 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.overhead import DATA, PHASE, phases  # noqa: E402
-
-# bf16 dense peak, FLOP/s: the H200 as measured on this project's card (STACK.md), H100 SXM its sheet.
-BF16_PEAK = {"H200": 790e12, "H100": 989e12}
+from bench.packing_report import BF16_PEAK, params_of  # noqa: E402
 TRIALS = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4},
           {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8},
           {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 4},
@@ -52,15 +50,6 @@ def card() -> str:
         return "cpu"
     out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
     return (out.stdout.strip().splitlines() or ["unknown GPU"])[0]
-
-
-def params_of(model_dir: Path) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
-    return sum(p.numel() for p in model.parameters())
 
 
 def trial_row(name: str, marks: list, wall_s: float | None, tokens: int, warm_tps: float | None, peak: int | None,

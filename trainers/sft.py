@@ -7,11 +7,10 @@ from omegaconf import OmegaConf
 
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
+from trainers.phases import mark, take as take_marks
 from trainers.preflight import check_model_exists, check_structure, check_trainer_names
-from trainers import phases
-from trainers.phases import mark
-from trainers.targets import resolve
 from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
+from trainers.targets import resolve
 from trainers.tracking import finish_run, start_run
 
 
@@ -193,6 +192,6 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     mark("saved")
     finish_run(run, {**metrics, "state": "complete"})
     mark("wandb_finished")
-    metrics["phase_marks"] = phases.take()
+    metrics["phase_marks"] = take_marks()
     (s.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
