@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
-	@echo '  pass Hydra overrides with ARGS="...", e.g. make sweep ARGS="sweep.n_trials=20 search=qlora_lr"'
+	@echo '  pass Hydra overrides with ARGS="...", e.g. make sweep ARGS="sweep.n_trials=20 search=qlora_modules"'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

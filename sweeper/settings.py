@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.slots import parse_devices, parse_trials_per_device
 from sweeper.space import Param, candidate_values, check_enqueued, grid, parse_space
 from trainers.config import compose_config
-from trainers.settings import ConfigError, TrialSettings, trial_settings
+from trainers.settings import ConfigError, TrialSettings, first_line, trial_settings
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("percentile", "median", "hyperband", "none")
@@ -135,13 +136,21 @@ def fingerprint(raw_space: dict, trial: TrialSettings, space: list[Param]) -> di
     return {**_flatten("search", raw_space, {}), **fixed}
 
 
+def _resolved(cfg, group: str) -> dict:
+    try:
+        return OmegaConf.to_container(cfg[group], resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or group
+        raise ConfigError(key if key.startswith(group) else f"{group}.{key}", "${...}", first_line(e)) from None
+
+
 def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSettings:
     """check_values=False skips composing a trial config per choice and range end (~1 s): for a
     trial process, whose sweep already checked the same overrides."""
     cfg = compose_config(overrides)
-    raw = OmegaConf.to_container(cfg.sweep, resolve=True)
-    raw_space = OmegaConf.to_container(cfg.search, resolve=True)
-    trial = trial_settings(cfg)
+    trial = trial_settings(cfg)  # first: the sweep's keys may be set relative to the trial's
+    raw = _resolved(cfg, "sweep")
+    raw_space = _resolved(cfg, "search")
     if not isinstance(raw.get("study_name"), str) or not raw["study_name"].strip():
         raise ConfigError("sweep.study_name", raw.get("study_name"), "a non-empty name")
     if raw.get("sampler") not in SAMPLERS:

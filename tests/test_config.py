@@ -106,7 +106,7 @@ def test_hydra_command_line_help_cfg_info(command, tmp_path):
         return proc.stdout
 
     help_text = run("--help")
-    assert "search: qlora, qlora_free_alpha, qlora_lr" in help_text and "model: llama3_1_8b, tiny" in help_text
+    assert "search: qlora, qlora_free_alpha, qlora_modules" in help_text and "model: llama3_1_8b, tiny" in help_text
     assert f"python -m {command}" in help_text and "== Config ==" in help_text
     job = yaml.safe_load(run("--cfg", "job", "lora.r=8", "quant=int8"))
     assert job["lora"]["r"] == 8 and job["quant"]["bits"] == 8 and "sweep" in job

@@ -10,18 +10,38 @@ from trainers.config import compose_config
 from trainers.settings import ConfigError, trial_settings
 
 
-def space_of(name: str):
-    return parse_space(OmegaConf.to_container(compose_config([f"search={name}"]).search))
+def space_of(name: str, *overrides: str):
+    return parse_space(OmegaConf.to_container(compose_config([f"search={name}", *overrides]).search, resolve=True))
 
 
 def test_default_space_ties_alpha_to_rank():
     space = space_of("qlora")
-    trial = optuna.trial.FixedTrial({"lora_r": 16, "lora_dropout": 0.12, "quant_bits": 8})
+    trial = optuna.trial.FixedTrial({"lora_r": 16, "lora_dropout": 0.12, "quant_bits": 8, "learning_rate": 0.005})
     values = suggest(trial, space)
-    assert values == {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.12, "quant_bits": 8}
+    assert values == {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.12, "quant_bits": 8, "learning_rate": 0.005}
     assert trial.user_attrs["lora_alpha"] == 32  # tied: a user attribute, not an Optuna parameter
     assert "lora_alpha" not in trial.params
-    assert to_overrides(values, space) == ["lora.r=16", "lora.alpha=32", "lora.dropout=0.12", "quant.bits=8"]
+    assert to_overrides(values, space) == ["lora.r=16", "lora.alpha=32", "lora.dropout=0.12", "quant.bits=8",
+                                           "train.learning_rate=0.005"]
+
+
+@pytest.mark.parametrize("overrides, low, high", [
+    ([], 2e-4, 2e-2),                                       # the tiny demo's preset, 2e-3
+    (["train=gpu", "model=llama3_1_8b"], 1e-5, 1e-3),       # the 8B preset, 1e-4
+    (["train.learning_rate=5e-4"], 5e-5, 5e-3),
+])
+def test_learning_rate_range_is_a_decade_either_side_of_the_preset(overrides, low, high):
+    lr = {p.name: p for p in space_of("qlora", *overrides)}["learning_rate"]
+    assert (lr.low, lr.high, lr.log) == (low, high, True)
+    baseline = sweep_settings(overrides, check_values=False).enqueue[0]
+    assert baseline["learning_rate"] == low * 10  # the enqueued baseline runs at the preset's rate
+
+
+def test_a_bad_interpolation_in_the_space_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        sweep_settings(["search.learning_rate.low=${times:fast,2}"], check_values=False)
+    assert str(err.value).startswith("search.learning_rate.low=") and "needs two numbers" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -29,15 +49,16 @@ def test_default_space_ties_alpha_to_rank():
     ["~search.lora_alpha", "+search.lora_alpha={type: int, low: 8, high: 128, log: true, target: lora.alpha}"],
 ])
 def test_free_alpha_is_an_optuna_parameter(overrides):
-    space = parse_space(OmegaConf.to_container(compose_config(overrides).search))
-    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_alpha": 48, "lora_dropout": 0.05, "quant_bits": 4})
+    space = parse_space(OmegaConf.to_container(compose_config(overrides).search, resolve=True))
+    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_alpha": 48, "lora_dropout": 0.05, "quant_bits": 4,
+                                     "learning_rate": 0.002})
     values = suggest(trial, space)
     assert values["lora_alpha"] == 48 and trial.params["lora_alpha"] == 48
     assert "lora.alpha=48" in to_overrides(values, space)
 
 
-def test_qlora_lr_space_adds_learning_rate_and_target_modules():
-    space = space_of("qlora_lr")
+def test_qlora_modules_space_adds_target_modules():
+    space = space_of("qlora_modules")
     trial = optuna.trial.FixedTrial({"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4,
                                      "learning_rate": 3e-4, "target_modules": "all-linear"})
     overrides = to_overrides(suggest(trial, space), space)
@@ -49,7 +70,7 @@ def test_qlora_lr_space_adds_learning_rate_and_target_modules():
 def test_any_key_joins_the_space_by_yaml_alone():
     extra = "+search.warmup={type: int, low: 0, high: 20, step: 5, target: train.warmup_steps}"
     s = sweep_settings([extra])
-    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_dropout": 0.1, "quant_bits": 4, "warmup": 15})
+    trial = optuna.trial.FixedTrial({"lora_r": 8, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.002, "warmup": 15})
     overrides = to_overrides(suggest(trial, s.space), s.space)
     assert trial_settings(compose_config(overrides)).train.warmup_steps == 15
 

@@ -18,7 +18,9 @@ from wandb_files import offline_runs, read_offline_run
 pytestmark = pytest.mark.slow
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 GOOD = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.004}"
-LR_SPACE = "+search.learning_rate={type: float, low: 1e-6, high: 3.0, log: true, target: train.learning_rate}"
+# wider than the default's decade either side of the preset: room for a diverging and a crawling rate
+LR_SPACE = ["~search.learning_rate",
+            "+search.learning_rate={type: float, low: 1e-6, high: 3.0, log: true, target: train.learning_rate}"]
 
 
 @pytest.fixture
@@ -50,11 +52,12 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3 == len(study.trials)
     baseline = study.trials[0]  # the seed course's recipe, enqueued to run first
-    assert baseline.params == {"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4}
+    assert baseline.params == {"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 2e-3}
     assert baseline.user_attrs["lora_alpha"] == 64
     for t in study.trials:
-        assert set(t.params) == {"lora_r", "lora_dropout", "quant_bits"}
+        assert set(t.params) == {"lora_r", "lora_dropout", "quant_bits", "learning_rate"}
         assert t.params["lora_r"] in (8, 16, 32) and 0.05 <= t.params["lora_dropout"] <= 0.2
+        assert 2e-4 <= t.params["learning_rate"] <= 2e-2  # a decade either side of the preset's 2e-3
         assert t.params["quant_bits"] in (4, 8) and t.user_attrs["lora_alpha"] == 2 * t.params["lora_r"]
 
     said = [line for line in proc.stdout.splitlines() if line.startswith("target ")]  # before the study, once
@@ -125,7 +128,7 @@ def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
     enqueue = enqueue.replace("lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.004, lora_dropout: 0.15",
                               "lora_dropout: 0.15, quant_bits: 4, learning_rate: 0.004")
     args = sweep_args + [f"sweep.storage={POSTGRES}", f"sweep.study_name={name}", "sweep.n_trials=3",
-                         "sweep.startup_trials=2", "train.eval_steps=5", LR_SPACE, enqueue]
+                         "sweep.startup_trials=2", "train.eval_steps=5", *LR_SPACE, enqueue]
     proc = sweep(args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(POSTGRES, name)
@@ -148,7 +151,7 @@ def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
 def test_pruner_none_prunes_nothing(sweep_args, tmp_path):
     slow = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 1e-6}"
     args = sweep_args + ["sweep.pruner=none", "sweep.n_trials=2", "sweep.startup_trials=1", "train.eval_steps=5",
-                         LR_SPACE, f"sweep.enqueue=[{GOOD},{slow}]"]
+                         *LR_SPACE, f"sweep.enqueue=[{GOOD},{slow}]"]
     proc = sweep(args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(f"sqlite:///{tmp_path / 'study.db'}")

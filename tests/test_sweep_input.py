@@ -84,7 +84,9 @@ def test_fingerprint_refuses_a_changed_space_or_fixed_config(sweep_args):
     open_study(s, build_storage(s))
     # Extending the study, or changing W&B settings, is the same study.
     check_existing(build_storage(s), sweep_settings(sweep_args + ["sweep.n_trials=20", "tracking.project=other"]))
-    for change, named in (("train.learning_rate=0.01", "train.learning_rate"),
+    for change, named in (("train.weight_decay=0.1", "train.weight_decay"),
+                          # the searched rate's range is the preset's, so moving the preset moves the space
+                          ("train.learning_rate=0.01", "search.learning_rate.low"),
                           ("search.lora_dropout.high=0.3", "search.lora_dropout.high"),
                           ("data.eval_size=32", "data.eval_size")):
         changed = sweep_settings(sweep_args + [change])
@@ -96,8 +98,8 @@ def test_fingerprint_refuses_a_changed_space_or_fixed_config(sweep_args):
 def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
     s = sweep_settings(sweep_args)
     open_study(s, build_storage(s))
-    line = refused(sweep_args + ["train.learning_rate=0.01"], capsys)
-    assert "train.learning_rate (0.002 → 0.01)" in line
+    line = refused(sweep_args + ["train.weight_decay=0.1"], capsys)
+    assert "train.weight_decay (0.0 → 0.1)" in line
 
 
 def test_pruners_and_samplers_fit_the_sweep():
@@ -119,7 +121,8 @@ def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
     from sweeper.study import build_sampler
 
     s = sweep_settings(["sweep.sampler=grid", "sweep.enqueue=[]", "sweep.n_trials=12", "~search.lora_dropout",
-                        "+search.lora_dropout={type: float, low: 0.1, high: 0.2, step: 0.1, target: lora.dropout}"])
+                        "+search.lora_dropout={type: float, low: 0.1, high: 0.2, step: 0.1, target: lora.dropout}",
+                        "~search.learning_rate"])
     study = optuna.create_study(sampler=build_sampler(s))
     seen = set()
     for _ in range(12):

@@ -5,12 +5,25 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainers.settings import ConfigError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def times(value, factor) -> float:
+    """${times:${train.learning_rate},10}: a search range set relative to the train preset, so one
+    space fits the tiny demo (2e-3) and an 8B model (1e-4). Rounded so 2e-3 x 0.1 prints as 0.0002."""
+    try:
+        return float(f"{float(value) * float(factor):.12g}")
+    except (TypeError, ValueError):
+        raise ValueError(f"times: {value!r} x {factor!r} needs two numbers") from None
+
+
+if not OmegaConf.has_resolver("times"):
+    OmegaConf.register_new_resolver("times", times)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

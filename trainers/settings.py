@@ -244,7 +244,10 @@ def trial_settings(cfg: DictConfig) -> TrialSettings:
     q = _section(cfg, "quant", QuantSettings)
     quant = QuantSettings(bits=parse_bits(q["bits"]), double_quant=bool(q["double_quant"]))
     trial_keys = {"model", "data", "train", "lora", "quant", "tracking", "output_dir", "cache_dir"}
-    resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in trial_keys}
+    # Only the trial's own keys: the sweep's (search ranges relative to train.learning_rate, say)
+    # are resolved and checked by the sweep.
+    resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg if k in trial_keys}
     return TrialSettings(
         model=model, data=_data(cfg), train=_train(cfg), lora=_lora(cfg), quant=quant,
         tracking=_tracking(cfg), output_dir=Path(cfg.output_dir), cache_dir=Path(cfg.cache_dir),
