@@ -25,7 +25,7 @@ $PY bench/random_model.py "$MODEL" --tokenizer artifacts/tiny-llama ${SMALL:+--s
 ( while true; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader >> "$OUT/gpu_samples.txt" 2>/dev/null
     sleep 1; done ) &
 sampler=$!
-trials='[{lora_r: 16, lora_alpha: 32, lora_dropout: 0.1, quant_bits: 4}, {lora_r: 16, lora_alpha: 32, lora_dropout: 0.1, quant_bits: 8}, {lora_r: 32, lora_alpha: 64, lora_dropout: 0.1, quant_bits: 4}, {lora_r: 32, lora_alpha: 64, lora_dropout: 0.1, quant_bits: 8}]'
+trials='[{lora_r: 16, lora_alpha: 32, lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.0001}, {lora_r: 16, lora_alpha: 32, lora_dropout: 0.1, quant_bits: 8, learning_rate: 0.0001}, {lora_r: 32, lora_alpha: 64, lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.0001}, {lora_r: 32, lora_alpha: 64, lora_dropout: 0.1, quant_bits: 8, learning_rate: 0.0001}]'
 common=("model.name_or_path=$MODEL" model.build=null train=gpu "train.max_steps=$STEPS" "train.eval_steps=$STEPS"
         train.logging_steps=5 data.eval_size=16 sweep.pruner=none sweep.n_trials=4 sweep.checkpoints=false
         tracking.mode=disabled "sweep.enqueue=$trials")

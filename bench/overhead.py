@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL, DATA = ROOT / "artifacts" / "tiny-llama", ROOT / "artifacts" / "data" / "synthetic_prices.jsonl"
-VALUES = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4},
-          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8},
-          {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "quant_bits": 4}]
+VALUES = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.002},
+          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8, "learning_rate": 0.002},
+          {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.002}]
 # The training phases both ways spend the same on; everything else is fixed cost.
 WORK = {"model_loaded": "model load", "train_end": "training (evals included)"}
 PHASE = {"imported": "process start and imports", "configured": "config", "data_loaded": "data",
@@ -57,7 +57,7 @@ def hand_runs(values: list[dict], steps: int, out: Path) -> list[dict]:
             code = subprocess.run([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(MODEL),
                                    "--data", str(DATA), "--out", str(run_dir), "--r", str(v["lora_r"]),
                                    "--alpha", str(v["lora_alpha"]), "--dropout", str(v["lora_dropout"]),
-                                   "--bits", str(v["quant_bits"]), "--steps", str(steps), "--eval-steps", str(steps // 3),
+                                   "--bits", str(v["quant_bits"]), "--lr", str(v["learning_rate"]), "--steps", str(steps), "--eval-steps", str(steps // 3),
                                    "--name", f"hand-{i}"], stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "WANDB_MODE": "offline"}).returncode
         end = time.time()

@@ -1,17 +1,22 @@
 """make bench-search: how much training each search strategy spends to find a good trial on the
-demo task, against the full grid. Real trials first, through the sweep: the grid of the default
-space with dropout discretised, the grid of a harder space (learning rate instead of dropout), every
-trial to its end and every eval recorded, and seed reruns of two configurations (the noise of an
-eval loss at each step). Then each strategy (random; TPE alone; TPE with the 75th-percentile
-pruner, the default; with the median pruner; with hyperband; a median variant) runs 5 seeds
-against each table of real learning curves, with the sampler and pruner the sweep itself builds
-(sweeper.study), so every strategy meets the same landscape and a pruned trial's would-be end is
-known. Last line, for the default space: search_share=<default strategy> random_share=<random>.
+demo task, against the full grid. Real trials first, through the sweep, every trial to its end and
+every eval recorded: the grid of the default space discretised (r x dropout's two ends x bits x 7
+learning rates), the grid of the default space as it was without the learning rate (the flat one),
+and seed reruns of the best configuration and of it at another rank (the noise of an eval loss at
+each step). Then each strategy (random; TPE alone; TPE with the 75th-percentile pruner, the
+default; with the median pruner; with hyperband; a median variant) runs 5 seeds against each
+table of real learning curves: it searches the sweep's own space (continuous dropout and learning
+rate) with the sampler and pruner the sweep itself builds (sweeper.study), and each suggestion is
+answered by the nearest grid point's curve, so every strategy meets the same landscape and a
+pruned trial's would-be end is known. Last line, for the default space:
+search_share=<default strategy> random_share=<random>.
 python bench/search.py [--out outputs/bench-search] [--seeds 5]"""
 import argparse
+import math
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -19,23 +24,29 @@ import optuna
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from sweeper.settings import sweep_settings  # noqa: E402
-from sweeper.space import suggest  # noqa: E402
+from sweeper.space import grid, suggest  # noqa: E402
 from sweeper.study import build_pruner, build_sampler  # noqa: E402
-
-DROPOUTS = [0.05, 0.1, 0.15, 0.2]
-
 
 def replace(name: str, spec: str) -> list[str]:
     """Hydra overrides that swap one search entry for another (a dict is not assigned over a dict)."""
     return [f"~search.{name}", f"+search.{name}={{{spec}}}"]
 
 
-GRID_SPACE = replace("lora_dropout", f"type: categorical, choices: [{', '.join(map(str, DROPOUTS))}], target: lora.dropout")
-# A harder space on the same task: the learning rate, which the QLoRA paper found matters more
-# than the rank (dropout fixed at 0.1): 3 x 4 x 2 = 24 configurations as well.
-LR_SPACE = [*replace("lora_dropout", "type: categorical, choices: [0.1], target: lora.dropout"),
-            "+search.learning_rate={type: categorical, choices: [0.0002, 0.0006, 0.002, 0.006], target: train.learning_rate}"]
-LANDSCAPES = {"default space (r, dropout, bits)": ("grid", GRID_SPACE), "with learning rate (r, lr, bits)": ("grid-lr", LR_SPACE)}
+def categorical(name: str, choices: list, target: str) -> list[str]:
+    return replace(name, f"type: categorical, choices: [{', '.join(map(str, choices))}], target: {target}")
+
+
+# The default space discretised: 7 learning rates a third of a decade apart over its range (the
+# tiny preset's 2e-3 x 0.1 to x 10), dropout at the ends of its range: 3 x 2 x 2 x 7 = 84 points.
+LRS = [0.0002, 0.00043, 0.00093, 0.002, 0.0043, 0.0093, 0.02]
+GRID_SPACE = [*categorical("lora_dropout", [0.05, 0.2], "lora.dropout"),
+              *categorical("learning_rate", LRS, "train.learning_rate")]
+# The default space before it had the learning rate (the preset's 2e-3), dropout at 4 points: 24.
+FLAT_SPACE = [*categorical("lora_dropout", [0.05, 0.1, 0.15, 0.2], "lora.dropout"), "~search.learning_rate"]
+LANDSCAPES = {  # title: (study name, grid overrides, the space a strategy searches: the sweep's own)
+    "default space (r, dropout, bits, learning rate)": ("grid-lr", GRID_SPACE, []),
+    "without the learning rate (r, dropout, bits; lr 2e-3)": ("grid-no-lr", FLAT_SPACE, ["~search.learning_rate"]),
+}
 NOISE_SEEDS = [1, 2, 3]
 NEAR = 0.10  # within 10% of the grid's best-to-median gap of its best
 STRATEGIES = {  # name: sweep overrides (a strategy is what a user can choose in conf/sweep)
@@ -67,8 +78,12 @@ def run_sweep(name: str, out: Path, overrides: list[str], n_trials: int) -> optu
 
 def curves(study: optuna.Study) -> dict[tuple, dict[int, float]]:
     """Each configuration's learning curve, keyed by its values in parameter-name order."""
-    return {tuple(v for _, v in sorted(t.params.items())): dict(t.intermediate_values)
+    return {key(t.params): dict(t.intermediate_values)
             for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+
+
+def key(params: dict) -> tuple:
+    return tuple(v for k, v in sorted(params.items()) if k != "seed")
 
 
 def noise(study: optuna.Study, table: dict) -> dict[int, float]:
@@ -77,25 +92,36 @@ def noise(study: optuna.Study, table: dict) -> dict[int, float]:
     groups: dict[tuple, list[dict]] = {}
     for t in study.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
-            key = (t.params["lora_dropout"], t.params["lora_r"], t.params["quant_bits"])
-            groups.setdefault(key, [table[key]]).append(dict(t.intermediate_values))
+            groups.setdefault(key(t.params), [table[key(t.params)]]).append(dict(t.intermediate_values))
     steps = sorted(next(iter(table.values())))
     return {s: statistics.fmean(statistics.stdev(c[s] for c in runs) for runs in groups.values()) for s in steps}
 
 
-def replay(space: list[str], overrides: list[str], seed: int, table: dict, target: float, budget: int,
+def nearest(value, choices: list, log: bool):
+    """The grid point that answers a suggestion: the same choice, or the nearest number, on the
+    scale the space searches it (log for the learning rate)."""
+    if value in choices or not isinstance(value, (int, float)):
+        return value
+    scale = math.log if log else float
+    return min(choices, key=lambda c: abs(scale(c) - scale(value)))
+
+
+def replay(space: list[str], overrides: list[str], seed: int, land: "Landscape", budget: int,
            sigma: dict, pruner=None) -> dict:
-    """One strategy's run against the table: steps until a trial finished at or under target,
-    and what its pruner cut."""
+    """One strategy's run against the grid's curves, searching the sweep's own space with its own
+    sampler and pruner: steps (and trials) until a trial finished at or under the target, and
+    what its pruner cut."""
     s = sweep_settings(["sweep.enqueue=[]", f"sweep.n_trials={budget}", f"sweep.seed={seed}", *space, *overrides],
                        check_values=False)
     study = optuna.create_study(sampler=build_sampler(s), pruner=pruner(s) if pruner else build_pruner(s))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spent, hit_at, cuts = 0, None, []
-    for _ in range(budget):
+    params = {p.name: p for p in s.space}
+    spent, hit_at, hit_trials, cuts = 0, None, None, []
+    for n in range(budget):
         trial = study.ask()
         values = suggest(trial, s.space)
-        curve = table[tuple(values[p.name] for p in sorted(s.space, key=lambda p: p.name) if p.searched)]
+        curve = land.table[tuple(nearest(values[name], land.choices[i], params[name].log)
+                                 for i, name in enumerate(land.names))]
         pruned = False
         for step in sorted(curve):
             trial.report(curve[step], step)
@@ -111,27 +137,43 @@ def replay(space: list[str], overrides: list[str], seed: int, table: dict, targe
         if not pruned:
             spent += max(curve)
             study.tell(trial, curve[max(curve)])
-            if hit_at is None and curve[max(curve)] <= target:
-                hit_at = spent
+            if hit_at is None and curve[max(curve)] <= land.target:
+                hit_at, hit_trials = spent, n + 1
     best_complete = min((t.value for t in study.trials if t.value is not None), default=float("inf"))
-    return {"hit_at": hit_at, "spent": spent, "cuts": len(cuts),
+    return {"hit_at": hit_at, "hit_trials": hit_trials, "spent": spent, "cuts": len(cuts),
             "cut_best": sum(c["final"] < best_complete for c in cuts),
-            "cut_near": sum(c["final"] <= target for c in cuts),
+            "cut_near": sum(c["final"] <= land.target for c in cuts),
             "cut_in_noise": sum(c["gap"] < 2 * c["sigma"] for c in cuts)}
 
 
-def landscape(name: str, space: list[str], out: Path) -> tuple[dict, float, int]:
-    n_grid = 24
-    table = curves(run_sweep(name, out, space, n_grid))
+@dataclass
+class Landscape:
+    table: dict          # values in name order -> {step: eval loss}
+    names: list          # the searched parameters, sorted
+    choices: list        # per name, the grid's values
+    target: float        # within NEAR of the best-to-median gap of the best
+    steps: int           # the whole grid's training steps
+
+
+def landscape(name: str, space: list[str], out: Path) -> Landscape:
+    study = run_sweep(name, out, space, n_grid(space))
+    table = curves(study)
+    names = sorted(study.trials[0].params)
     finals = {k: c[max(c)] for k, c in table.items()}
     best, median = min(finals.values()), statistics.median(finals.values())
     target = best + NEAR * (median - best)
-    near = sorted(k for k, v in finals.items() if v <= target)
+    near = sorted((k for k, v in finals.items() if v <= target), key=finals.get)
     gaps = sorted(finals.values())
-    print(f"{name}: best {best:.4f} at {min(finals, key=finals.get)}, median {median:.4f}, worst {max(finals.values()):.4f}; "
-          f"target <= {target:.4f}: {len(near)} of {n_grid} configurations {near}; the best two differ by "
-          f"{gaps[1] - gaps[0]:.4f}")
-    return table, target, sum(max(c) for c in table.values())
+    print(f"{name}: {len(table)} configurations ({', '.join(names)}); best {best:.4f} at {min(finals, key=finals.get)}, "
+          f"median {median:.4f}, worst {max(finals.values()):.4f}; target <= {target:.4f}: {len(near)} of them "
+          f"{near}; the best two differ by {gaps[1] - gaps[0]:.4f}", flush=True)
+    choices = [sorted({k[i] for k in table}) for i in range(len(names))]
+    return Landscape(table, names, choices, target, sum(max(c) for c in table.values()))
+
+
+def n_grid(space: list[str]) -> int:
+    return math.prod(len(v) for v in grid(sweep_settings(["sweep.sampler=grid", "sweep.n_trials=1", "sweep.enqueue=[]", *space],
+                                                         check_values=False).space).values())
 
 
 def main():
@@ -141,36 +183,42 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     print("real trials of the demo task (tiny model, 40 steps, eval every 10), through the sweep...", flush=True)
-    tables = {title: (space, *landscape(name, space, out)) for title, (name, space) in LANDSCAPES.items()}
-    table = tables[next(iter(LANDSCAPES))][1]
-    best_key = min(table, key=lambda k: table[k][max(table[k])])  # (dropout, r, bits)
-    other_r = 8 if best_key[1] != 8 else 32
-    noise_space = [*replace("lora_r", f"type: categorical, choices: [{best_key[1]}, {other_r}], target: lora.r"),
-                   *replace("lora_dropout", f"type: categorical, choices: [{best_key[0]}], target: lora.dropout"),
-                   *replace("quant_bits", f"type: categorical, choices: [{best_key[2]}], target: quant.bits"),
+    grids = {title: (replay_space, landscape(name, space, out)) for title, (name, space, replay_space) in LANDSCAPES.items()}
+    first = grids[next(iter(LANDSCAPES))][1]
+    best = dict(zip(first.names, min(first.table, key=lambda k: first.table[k][max(first.table[k])])))
+    other_r = 8 if best["lora_r"] != 8 else 32
+    noise_space = [*categorical("lora_r", [best["lora_r"], other_r], "lora.r"),
+                   *[o for name in best if name != "lora_r" for o in categorical(name, [best[name]], target_of(name))],
                    f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
-    print(f"noise: seeds {NOISE_SEEDS} of r={best_key[1]} and r={other_r}...", flush=True)
-    sigma = noise(run_sweep("noise", out, noise_space, len(NOISE_SEEDS) * 2), table)
+    print(f"noise: seeds {NOISE_SEEDS} of the best ({best}) and of it with r={other_r}...", flush=True)
+    sigma = noise(run_sweep("noise", out, noise_space, len(NOISE_SEEDS) * 2), first.table)
     print("eval loss noise over training seeds (sd): " + ", ".join(f"step {s}: {v:.4f}" for s, v in sigma.items()))
 
     strategies = {**{name: (overrides, None) for name, overrides in STRATEGIES.items()},
                   **{name: (["sweep.sampler=tpe", "sweep.pruner=median"], make) for name, make in VARIANTS.items()}}
     shares = {}
-    for title, (space, table, target, grid_steps) in tables.items():
-        print(f"\n### {title}: {a.seeds} seeds, up to {len(table)} trials each\n")
-        print("| strategy | steps to target / grid steps (median) | found | all steps / grid steps (mean) | pruned | "
-              "pruned the run's eventual best | pruned a near-best | pruned within 2 sd of the median |")
-        print("|---|---|---|---|---|---|---|---|")
+    for title, (space, g) in grids.items():
+        print(f"\n### {title}: {a.seeds} seeds, up to {len(g.table)} trials each\n")
+        print("| strategy | steps to target / grid steps (median) | trials to target (median) | found | "
+              "all steps / grid steps (mean) | pruned | pruned the run's eventual best | pruned a near-best | "
+              "pruned within 2 sd of the median |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, (overrides, pruner) in strategies.items():
-            runs = [replay(space, overrides, seed, table, target, len(table), sigma, pruner) for seed in range(a.seeds)]
-            share = statistics.median((r["hit_at"] if r["hit_at"] is not None else r["spent"]) / grid_steps for r in runs)
+            runs = [replay(space, overrides, seed, g, len(g.table), sigma, pruner) for seed in range(a.seeds)]
+            share = statistics.median((r["hit_at"] if r["hit_at"] is not None else r["spent"]) / g.steps for r in runs)
+            trials = statistics.median(r["hit_trials"] or len(g.table) for r in runs)
             shares[(title, name)] = share
             found = sum(r["hit_at"] is not None for r in runs)
             total = lambda k: sum(r[k] for r in runs)  # noqa: E731
-            print(f"| {name} | {share:.3f} | {found}/{a.seeds} | {total('spent') / a.seeds / grid_steps:.2f} | "
-                  f"{total('cuts')} | {total('cut_best')} | {total('cut_near')} | {total('cut_in_noise')} |")
+            print(f"| {name} | {share:.3f} | {trials:g} | {found}/{a.seeds} | {total('spent') / a.seeds / g.steps:.2f} | "
+                  f"{total('cuts')} | {total('cut_best')} | {total('cut_near')} | {total('cut_in_noise')} |", flush=True)
     default = next(iter(LANDSCAPES))
     print(f"\nsearch_share={shares[(default, DEFAULT)]:.3f} random_share={shares[(default, 'random')]:.3f}")
+
+
+def target_of(name: str) -> str:
+    return {"lora_r": "lora.r", "lora_dropout": "lora.dropout", "quant_bits": "quant.bits",
+            "learning_rate": "train.learning_rate"}[name]
 
 
 if __name__ == "__main__":
