@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def run_sweep(s, devices, first) -> int:
     import optuna
 
     from sweeper.loop import SweepLoop
-    from sweeper.report import final_report
+    from sweeper.report import final_report, warm_imports
     from sweeper.study import build_storage, counts, open_study
     from sweeper.view import LiveView
 
@@ -88,6 +89,8 @@ def run_sweep(s, devices, first) -> int:
             f"{d.label} {d.batch} x {d.accumulation} accumulation" for d in devices)
             + f" = {s.trial.train.effective_batch_size} rows per step")
     loop = SweepLoop(s, study, storage, devices, view, first)
+    warm = threading.Thread(target=warm_imports, name="warm-imports", daemon=True)
+    warm.start()
     try:
         code = loop.run()
     except KeyboardInterrupt:
@@ -95,6 +98,7 @@ def run_sweep(s, devices, first) -> int:
         return EXIT_INTERRUPTED
     finally:
         loop.close()
+        warm.join()  # no exit in the middle of an import
     if code:
         return code
     print(final_report(study, s))
