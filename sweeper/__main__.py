@@ -88,9 +88,9 @@ def run_sweep(s, devices, first) -> int:
         view.note("per-device batch (auto): " + ", ".join(
             f"{d.label} {d.batch} x {d.accumulation} accumulation" for d in devices)
             + f" = {s.trial.train.effective_batch_size} rows per step")
-    loop = SweepLoop(s, study, storage, devices, view, first)
+    # The final report's imports, on a thread once the last trial has started.
     warm = threading.Thread(target=warm_imports, name="warm-imports", daemon=True)
-    warm.start()
+    loop = SweepLoop(s, study, storage, devices, view, first, after_last_start=warm.start)
     try:
         code = loop.run()
     except KeyboardInterrupt:
@@ -98,7 +98,8 @@ def run_sweep(s, devices, first) -> int:
         return EXIT_INTERRUPTED
     finally:
         loop.close()
-        warm.join()  # no exit in the middle of an import
+        if warm.ident is not None:
+            warm.join()  # no exit in the middle of an import
     if code:
         return code
     print(final_report(study, s))

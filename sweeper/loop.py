@@ -48,8 +48,11 @@ def memory_share(s: SweepSettings, device: Device) -> dict | None:
 
 class SweepLoop:
     def __init__(self, s: SweepSettings, study, storage, devices: list[Device], view: LiveView,
-                 first: TrialProcesses | None = None):
+                 first: TrialProcesses | None = None, after_last_start=None):
         self.s, self.study, self.storage, self.devices, self.view = s, study, storage, devices, view
+        # Called once, when the last trial starts with no spare after it: the CPU a spare's imports
+        # would have taken is free.
+        self.after_last_start = after_last_start
         self.running: dict[tuple[str, int], RunningTrial] = {}
         self.processes: dict[tuple[str, int], TrialProcesses] = {}
         if first is not None:  # the first device's first slot adopts the process started before the checks
@@ -121,6 +124,9 @@ class SweepLoop:
                    self._processes(slot), keep_spare, slot, memory_share(s, slot.device))
         r.slots_at_launch = slot.device.slots
         self.running[(slot.device.name, slot.index)] = r
+        if not keep_spare and self.after_last_start is not None:
+            self.after_last_start()
+            self.after_last_start = None
 
     def _out_of_memory(self, r: RunningTrial) -> None:
         """Fewer trials side by side on that device from now on; the values run again when they
