@@ -180,6 +180,20 @@ def landscape(name: str, space: list[str], out: Path) -> Landscape:
     return Landscape(table, names, choices, target, sum(max(c) for c in table.values()))
 
 
+def seed_noise(name: str, space: list[str], g: Landscape, out: Path) -> dict[int, float]:
+    """Seeds 1-3 of the landscape's best configuration and of it at another rank (the grid's run is
+    seed 42): the eval loss's noise at each step, where the good trials are."""
+    best = dict(zip(g.names, min(g.table, key=lambda k: g.table[k][max(g.table[k])])))
+    other_r = 8 if best["lora_r"] != 8 else 32
+    noise_space = [*space, *categorical("lora_r", [best["lora_r"], other_r], "lora.r"),
+                   *[o for p in best if p != "lora_r" for o in categorical(p, [best[p]], target_of(p))],
+                   f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
+    print(f"{name} noise: seeds {NOISE_SEEDS} of the best ({best}) and of it with r={other_r}...", flush=True)
+    sigma = noise(run_sweep(f"noise-{name}", out, noise_space, len(NOISE_SEEDS) * 2), g.table)
+    print(f"{name} eval loss noise over training seeds (sd): " + ", ".join(f"step {s}: {v:.4f}" for s, v in sigma.items()))
+    return sigma
+
+
 def n_grid(space: list[str]) -> int:
     return math.prod(len(v) for v in grid(sweep_settings(["sweep.sampler=grid", "sweep.n_trials=1", "sweep.enqueue=[]", *space],
                                                          check_values=False).space).values())
@@ -193,15 +207,7 @@ def main():
     out = Path(a.out)
     print("real trials of the demo task (tiny model, 40 steps, eval every 10), through the sweep...", flush=True)
     grids = {title: (replay_space, landscape(name, space, out)) for title, (name, space, replay_space) in LANDSCAPES.items()}
-    first = grids[next(iter(LANDSCAPES))][1]
-    best = dict(zip(first.names, min(first.table, key=lambda k: first.table[k][max(first.table[k])])))
-    other_r = 8 if best["lora_r"] != 8 else 32
-    noise_space = [*categorical("lora_r", [best["lora_r"], other_r], "lora.r"),
-                   *[o for name in best if name != "lora_r" for o in categorical(name, [best[name]], target_of(name))],
-                   f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
-    print(f"noise: seeds {NOISE_SEEDS} of the best ({best}) and of it with r={other_r}...", flush=True)
-    sigma = noise(run_sweep("noise", out, noise_space, len(NOISE_SEEDS) * 2), first.table)
-    print("eval loss noise over training seeds (sd): " + ", ".join(f"step {s}: {v:.4f}" for s, v in sigma.items()))
+    sigmas = {title: seed_noise(name, space, grids[title][1], out) for title, (name, _, space) in LANDSCAPES.items()}
 
     strategies = {**{name: (overrides, None, None) for name, overrides in STRATEGIES.items()}, **VARIANTS}
     shares = {}
@@ -212,7 +218,8 @@ def main():
               "pruned within 2 sd of the median |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, (overrides, sampler, pruner) in strategies.items():
-            runs = [replay(space, overrides, seed, g, len(g.table), sigma, sampler, pruner) for seed in range(a.seeds)]
+            runs = [replay(space, overrides, seed, g, len(g.table), sigmas[title], sampler, pruner)
+                    for seed in range(a.seeds)]
             share = statistics.median((r["hit_at"] if r["hit_at"] is not None else r["spent"]) / g.steps for r in runs)
             trials = statistics.median(r["hit_trials"] or len(g.table) for r in runs)
             shares[(title, name)] = share
