@@ -3,7 +3,7 @@ trials (same values) run (a) as K processes of bench/hand_run.py, a plain TRL sc
 the other, and (b) through `make sweep` with those values enqueued, pruning off, one trial at a
 time. Prints each wall time, the ratio b/a, and the fixed cost per trial (wall time not spent
 loading the model or training) split by phase. Last line: overhead_ratio=<x> fixed_cost_s=<y>.
-python bench/overhead.py [--trials 3] [--steps 150] [--out outputs/bench-overhead]"""
+python bench/overhead.py [--trials 8] [--steps 150] [--out outputs/bench-overhead]"""
 import argparse
 import json
 import os
@@ -17,9 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL, DATA = ROOT / "artifacts" / "tiny-llama", ROOT / "artifacts" / "data" / "synthetic_prices.jsonl"
-VALUES = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.002},
-          {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8, "learning_rate": 0.002},
-          {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.002}]
+
+
+def trial_values(k: int) -> list[dict]:
+    """K distinct trials (the sweep skips an enqueued duplicate and samples instead): r 16/32/8,
+    4/8-bit in turn; dropout 0.1 for the first three, then 0.05, 0.15, 0.2; the preset's rate."""
+    return [{"lora_r": [16, 32, 8][i % 3], "lora_alpha": 2 * [16, 32, 8][i % 3],
+             "lora_dropout": [0.1, 0.05, 0.15, 0.2][i // 3 % 4], "quant_bits": [4, 8][i % 2], "learning_rate": 0.002}
+            for i in range(k)]
+
+
 # The training phases both ways spend the same on; everything else is fixed cost.
 WORK = {"model_loaded": "model load", "train_end": "training (evals included)"}
 PHASE = {"imported": "process start and imports", "configured": "config", "data_loaded": "data",
@@ -103,13 +110,13 @@ def fixed_cost(wall: float, runs: list[dict]) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=8)  # the default sweep's n_trials
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench-overhead"))
     a = ap.parse_args()
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
-    values = (VALUES * a.trials)[:a.trials]
+    values = trial_values(a.trials)
     ensure_demo_inputs()
     print(f"{a.trials} trials of {a.steps} steps on the demo model; (a) by hand, one process each:", flush=True)
     hand = hand_runs(values, a.steps, out)
