@@ -137,6 +137,8 @@ def main():
     same = all(abs(h["eval_loss"] - t["eval_loss"]) < 1e-3 for h, t in zip(hand, trials))
     print(f"eval losses by hand {[round(h['eval_loss'], 4) for h in hand]}, in the sweep "
           f"{[round(t['eval_loss'], 4) for t in trials]}: {'the same' if same else 'DIFFERENT'} training")
+    if not same:  # a ratio of unlike work means nothing
+        sys.exit("the sweep's trials did not train what the hand runs trained: no ratio")
     print(f"overhead_ratio={sweep_wall / hand_wall:.3f} fixed_cost_s={sweep_fixed:.2f}")
 
 
