@@ -81,8 +81,10 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
 
 
 def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
+    # 150 steps: trial 0 (on the process started before the checks) must still be training when
+    # the second slot's process, which starts importing later, has begun trial 1; 40 were a race.
     args = sweep_args + ["sweep.n_trials=2", "sweep.trials_per_device=2", "tracking.mode=disabled",
-                         "sweep.heartbeat_interval=1", "sweep.grace_period=3", "train.max_steps=40"]
+                         "sweep.heartbeat_interval=1", "sweep.grace_period=3", "train.max_steps=150"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
