@@ -156,7 +156,8 @@ def check_enqueued(entry: dict, space: list[Param], where: str) -> dict:
     for name, value in entry.items():
         p = by_name.get(name)
         if p is None:
-            raise ConfigError(f"{where}.{name}", value, f"not in the search space; allowed: {', '.join(by_name)}")
+            raise ConfigError(f"{where}.{name}", value, f"not in the search space; allowed: {', '.join(by_name)} "
+                              f"(or sweep.enqueue=[]: no baseline trial)")
         if p.type == "tied":
             expected = tied_value(p, entry.get(p.of))
             if entry.get(p.of) is None or value != expected:

@@ -37,6 +37,17 @@ def test_learning_rate_range_is_a_decade_either_side_of_the_preset(overrides, lo
     assert baseline["learning_rate"] == low * 10  # the enqueued baseline runs at the preset's rate
 
 
+def test_a_space_without_a_baseline_parameter_names_it_and_the_way_out(capsys):
+    from sweeper.__main__ import main
+
+    assert main(["~search.learning_rate"]) != 0
+    line = capsys.readouterr().err.strip()
+    assert line == ("error: sweep.enqueue[0].learning_rate=0.002: not in the search space; allowed: lora_r, lora_alpha, "
+                    "lora_dropout, quant_bits (or sweep.enqueue=[]: no baseline trial)")
+    s = sweep_settings(["~search.learning_rate", "sweep.enqueue=[]"], check_values=False)  # the way out works
+    assert [p.name for p in s.space] == ["lora_r", "lora_alpha", "lora_dropout", "quant_bits"] and s.enqueue == []
+
+
 def test_a_bad_interpolation_in_the_space_is_one_line():
     with pytest.raises(ConfigError) as err:
         sweep_settings(["search.learning_rate.low=${times:fast,2}"], check_values=False)
