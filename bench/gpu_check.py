@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.overhead import DATA, PHASE, phases  # noqa: E402
 from bench.packing_report import BF16_PEAK, params_of  # noqa: E402
+
 TRIALS = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.0001},
           {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 8, "learning_rate": 0.0001},
           {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.0001},

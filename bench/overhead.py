@@ -64,7 +64,8 @@ def hand_runs(values: list[dict], steps: int, out: Path) -> list[dict]:
             code = subprocess.run([sys.executable, str(ROOT / "bench" / "hand_run.py"), "--model", str(MODEL),
                                    "--data", str(DATA), "--out", str(run_dir), "--r", str(v["lora_r"]),
                                    "--alpha", str(v["lora_alpha"]), "--dropout", str(v["lora_dropout"]),
-                                   "--bits", str(v["quant_bits"]), "--lr", str(v["learning_rate"]), "--steps", str(steps), "--eval-steps", str(steps // 3),
+                                   "--bits", str(v["quant_bits"]), "--lr", str(v["learning_rate"]),
+                                   "--steps", str(steps), "--eval-steps", str(steps // 3),
                                    "--name", f"hand-{i}"], stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "WANDB_MODE": "offline"}).returncode
         end = time.time()

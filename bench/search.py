@@ -27,6 +27,7 @@ from sweeper.settings import sweep_settings  # noqa: E402
 from sweeper.space import grid, suggest  # noqa: E402
 from sweeper.study import build_pruner, build_sampler  # noqa: E402
 
+
 def replace(name: str, spec: str) -> list[str]:
     """Hydra overrides that swap one search entry for another (a dict is not assigned over a dict)."""
     return [f"~search.{name}", f"+search.{name}={{{spec}}}"]
@@ -59,8 +60,8 @@ STRATEGIES = {  # name: sweep overrides (a strategy is what a user can choose in
 DEFAULT = "tpe + 75th percentile (default)"
 # Other settings tried on the same tables, not (yet) choices in conf/sweep: the median pruner with
 # no cut at the first eval, where the training-seed noise is largest; TPE modelling each parameter
-# on its own (Optuna 4's default; Optuna 5's, which the sweep uses, models them jointly, and the
-# best rank depends on the learning rate), with the default pruner.
+# on its own (Optuna 4's default; Optuna 5's, which the sweep uses, models them jointly), with the
+# default pruner.
 VARIANTS = {  # name: (overrides, sampler factory or None, pruner factory or None)
     "tpe + median, no cut at the first eval": (["sweep.sampler=tpe", "sweep.pruner=median"], None,
                                                lambda s: optuna.pruners.MedianPruner(
@@ -160,14 +161,16 @@ class Landscape:
     table: dict          # values in name order -> {step: eval loss}
     names: list          # the searched parameters, sorted
     choices: list        # per name, the grid's values
+    targets: dict        # name -> the config key it sets
     target: float        # within NEAR of the best-to-median gap of the best
     steps: int           # the whole grid's training steps
 
 
 def landscape(name: str, space: list[str], out: Path) -> Landscape:
-    study = run_sweep(name, out, space, n_grid(space))
-    table = curves(study)
-    names = sorted(study.trials[0].params)
+    s = sweep_settings(["sweep.sampler=grid", "sweep.n_trials=1", "sweep.enqueue=[]", *space], check_values=False)
+    points = grid(s.space)
+    names = sorted(points)
+    table = curves(run_sweep(name, out, space, math.prod(len(v) for v in points.values())))
     finals = {k: c[max(c)] for k, c in table.items()}
     best, median = min(finals.values()), statistics.median(finals.values())
     target = best + NEAR * (median - best)
@@ -176,8 +179,8 @@ def landscape(name: str, space: list[str], out: Path) -> Landscape:
     print(f"{name}: {len(table)} configurations ({', '.join(names)}); best {best:.4f} at {min(finals, key=finals.get)}, "
           f"median {median:.4f}, worst {max(finals.values()):.4f}; target <= {target:.4f}: {len(near)} of them "
           f"{near}; the best two differ by {gaps[1] - gaps[0]:.4f}", flush=True)
-    choices = [sorted({k[i] for k in table}) for i in range(len(names))]
-    return Landscape(table, names, choices, target, sum(max(c) for c in table.values()))
+    return Landscape(table, names, [sorted(points[n]) for n in names], {p.name: p.target for p in s.space}, target,
+                     sum(max(c) for c in table.values()))
 
 
 def seed_noise(name: str, space: list[str], g: Landscape, out: Path) -> dict[int, float]:
@@ -185,18 +188,13 @@ def seed_noise(name: str, space: list[str], g: Landscape, out: Path) -> dict[int
     seed 42): the eval loss's noise at each step, where the good trials are."""
     best = dict(zip(g.names, min(g.table, key=lambda k: g.table[k][max(g.table[k])])))
     other_r = 8 if best["lora_r"] != 8 else 32
-    noise_space = [*space, *categorical("lora_r", [best["lora_r"], other_r], "lora.r"),
-                   *[o for p in best if p != "lora_r" for o in categorical(p, [best[p]], target_of(p))],
+    noise_space = [*space, *categorical("lora_r", [best["lora_r"], other_r], g.targets["lora_r"]),
+                   *[o for p in best if p != "lora_r" for o in categorical(p, [best[p]], g.targets[p])],
                    f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
     print(f"{name} noise: seeds {NOISE_SEEDS} of the best ({best}) and of it with r={other_r}...", flush=True)
     sigma = noise(run_sweep(f"noise-{name}", out, noise_space, len(NOISE_SEEDS) * 2), g.table)
     print(f"{name} eval loss noise over training seeds (sd): " + ", ".join(f"step {s}: {v:.4f}" for s, v in sigma.items()))
     return sigma
-
-
-def n_grid(space: list[str]) -> int:
-    return math.prod(len(v) for v in grid(sweep_settings(["sweep.sampler=grid", "sweep.n_trials=1", "sweep.enqueue=[]", *space],
-                                                         check_values=False).space).values())
 
 
 def main():
@@ -229,11 +227,6 @@ def main():
                   f"{total('cuts')} | {total('cut_best')} | {total('cut_near')} | {total('cut_in_noise')} |", flush=True)
     default = next(iter(LANDSCAPES))
     print(f"\nsearch_share={shares[(default, DEFAULT)]:.3f} random_share={shares[(default, 'random')]:.3f}")
-
-
-def target_of(name: str) -> str:
-    return {"lora_r": "lora.r", "lora_dropout": "lora.dropout", "quant_bits": "quant.bits",
-            "learning_rate": "train.learning_rate"}[name]
 
 
 if __name__ == "__main__":

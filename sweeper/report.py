@@ -105,8 +105,8 @@ def what_mattered(study) -> list[str]:
 
 
 def warm_imports() -> None:
-    """The final report's imports (scikit-learn for fANOVA, matplotlib, wandb: ~1.5 s of the sweep's
-    end on 2 cores), done on a thread while the last trials train."""
+    """The final report's imports (scikit-learn for fANOVA, matplotlib, wandb), done on a thread
+    while the last trials train instead of after them."""
     import matplotlib
 
     matplotlib.use("Agg")
