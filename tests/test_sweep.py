@@ -261,15 +261,16 @@ def worker_of(sweep_pid: int, trial_dir) -> int:
 
 
 def test_killed_trial_resumes_from_its_checkpoint_exactly(sweep_args, tmp_path):
-    """kill -9 after the checkpoint at step 20 of 40; the rerun's retry trains from step 21 and ends
-    with the same eval loss, step by step, as an uninterrupted run of the same values."""
+    """kill -9 the moment the checkpoint-20 folder appears (of 40 steps); the rerun's retry trains from
+    step 21 and ends with the same eval loss, step by step, as an uninterrupted run of the same
+    values. (The folder appears only once the checkpoint is whole: the retry may trust it.)"""
     args = sweep_args + ["sweep.n_trials=1", "train.max_steps=40", "train.eval_steps=10", "tracking.mode=disabled",
                          "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     trial0 = tmp_path / "sweep" / "trials" / "0"
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_for(lambda: (trial0 / "checkpoint-20" / "trainer_state.json").exists(), every=0.05)
+    wait_for(lambda: (trial0 / "checkpoint-20").exists(), every=0.02)
     worker = worker_of(proc.pid, trial0)
     os.kill(worker, signal.SIGSTOP)  # frozen at step ~21, before the checkpoint at 30
     os.kill(proc.pid, signal.SIGKILL)  # the worker dies with it (PR_SET_PDEATHSIG), stopped or not

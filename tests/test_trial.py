@@ -87,3 +87,48 @@ def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path):
     assert "eval_loss" in proc.stdout.splitlines()[-1]
     assert (tmp_path / "run" / "adapter_model.safetensors").exists()
     assert proc.stderr.count("MatMul8bitLt") <= 1
+
+
+def test_a_checkpoint_folder_is_complete_or_absent(short_trial, tmp_path, monkeypatch):
+    """Killed while saving its second checkpoint (here: the save raises half way, after the adapter
+    and optimizer are written), a trial leaves checkpoint-10 whole and no checkpoint-20 folder: a
+    retry that resumes from the newest checkpoint-N it sees resumes from a complete one."""
+    import transformers
+
+    from trainers.sft import STAGING, run_trial
+
+    saved_rng = transformers.Trainer._save_rng_state
+
+    def dies_at_step_20(self, output_dir):
+        if self.state.global_step == 20:
+            raise KeyboardInterrupt("killed while saving")
+        saved_rng(self, output_dir)
+
+    monkeypatch.setattr(transformers.Trainer, "_save_rng_state", dies_at_step_20)
+    settings = trial_settings(compose_config(short_trial + ["tracking.mode=disabled", "train.save_strategy=steps",
+                                                            "train.save_steps=10"]))
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(settings)
+    out = tmp_path / "run"
+    assert [c.name for c in out.glob("checkpoint-*")] == ["checkpoint-10"]
+    assert {"trainer_state.json", "optimizer.pt", "rng_state.pth"} <= {f.name for f in (out / "checkpoint-10").iterdir()}
+    partial = {f.name for f in (out / STAGING / "checkpoint-20").iterdir()}
+    assert "optimizer.pt" in partial and "trainer_state.json" not in partial
+
+
+def test_checkpoints_are_published_whole_and_rotated(tmp_path):
+    from trainers.sft import STAGING, publish_checkpoint
+
+    def staged(step):
+        folder = tmp_path / STAGING / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(str(step))
+        return folder
+
+    for step in (10, 20, 30):
+        publish_checkpoint(staged(step), tmp_path, keep=2)
+    assert sorted(c.name for c in tmp_path.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-30"]
+    assert not (tmp_path / STAGING).exists()
+    (tmp_path / "checkpoint-30" / "stale").write_text("from before a resume at 20")
+    publish_checkpoint(staged(30), tmp_path, keep=None)  # resumed from 20, saved again at 30
+    assert sorted(f.name for f in (tmp_path / "checkpoint-30").iterdir()) == ["trainer_state.json"]

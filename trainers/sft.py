@@ -1,7 +1,10 @@
 """One trial, top to bottom: check inputs, load the (quantized) base model, train LoRA with TRL's
 SFTTrainer, save the adapter and metrics. Callbacks (e.g. a sweep's pruning) are handed in."""
 import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -24,13 +27,53 @@ def _eval_printer():
     return EvalPrinter()
 
 
+STAGING = ".checkpoint-staging"  # not matched by checkpoint-*: a checkpoint is written here, then renamed
+
+
+def publish_checkpoint(staged: Path, output_dir: Path, keep: int | None) -> Path:
+    """Move a fully written checkpoint into output_dir in one rename, so a checkpoint-N folder
+    there is always complete (a process killed while saving leaves only the staging folder);
+    then keep the newest `keep` of them, as the Trainer's own save_total_limit would."""
+    final = output_dir / staged.name
+    if final.exists():  # saved again at the same step, after resuming from an earlier checkpoint
+        shutil.rmtree(final)
+    os.replace(staged, final)
+    staged.parent.rmdir()
+    if keep:
+        done = sorted(output_dir.glob("checkpoint-*"), key=lambda c: int(c.name.rsplit("-", 1)[1]))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def _trainer_class():
     from trl import SFTTrainer
 
     class ResumableSFTTrainer(SFTTrainer):
-        """On resume, PEFT's load_adapter upcasts the adapter to fp32 while TRL trains a QLoRA adapter
+        """Checkpoints a retry can trust, resumed at the precision they were trained at.
+
+        The Trainer writes checkpoint-N file by file (adapter, optimizer, scheduler, RNG, state):
+        killed meanwhile, it leaves a folder that looks like a checkpoint and is not one. Here it
+        writes into a staging folder and the finished checkpoint is renamed into place.
+
+        On resume, PEFT's load_adapter upcasts the adapter to fp32 while TRL trains a QLoRA adapter
         in bf16 (measured: peft 0.21, trl 1.16), so the resumed trial would train at another precision
         than the run it continues. Restore each trainable weight's dtype before the optimizer exists."""
+
+        staging = False
+
+        def _get_output_dir(self, trial):
+            out = super()._get_output_dir(trial)
+            return os.path.join(out, STAGING) if self.staging else out
+
+        def _save_checkpoint(self, model, trial):
+            self.staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.staging = False
+            out = Path(self._get_output_dir(trial))
+            publish_checkpoint(out / STAGING / f"checkpoint-{self.state.global_step}", out, self.args.save_total_limit)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             dtypes = {n: p.dtype for n, p in self.model.named_parameters() if p.requires_grad}
