@@ -9,7 +9,7 @@ ARGS   ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sweep trial report dashboard tiny test test-fast bench-overhead bench-search gpu-check clean
+.PHONY: help setup sweep follow trial report dashboard tiny test test-fast bench-overhead bench-search bench-storage gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -29,14 +29,17 @@ setup: $(STAMP) ## create .venv and install the project (done by every target on
 sweep: $(STAMP) ## run the Optuna sweep of QLoRA trials (embedded tiny default; resumable)
 	$(BIN)/python -m sweeper $(ARGS)
 
+follow: $(STAMP) ## follow a study whose trials run elsewhere (a SLURM job), then write its report (same ARGS as make sweep)
+	$(BIN)/python -m sweeper.follow $(ARGS)
+
 trial: $(STAMP) ## run one fine-tuning trial: python -m trainers $(ARGS)
 	$(BIN)/python -m trainers $(ARGS)
 
 report: $(STAMP) ## write outputs/<study>/report/ (leaderboard, plots, index.html) for the study ARGS name
-	$(BIN)/python -m sweeper.report_files $(ARGS)
+	$(BIN)/python -m sweeper.results $(ARGS)
 
 dashboard: $(STAMP) ## serve the study in optuna-dashboard on 127.0.0.1:8080 (same ARGS as make sweep; sweep.dashboard_port=...)
-	$(BIN)/python -m sweeper.dashboard $(ARGS)
+	$(BIN)/python -m sweeper.results.dashboard $(ARGS)
 
 tiny: $(STAMP) ## build the embedded tiny model now (otherwise built on first use)
 	$(BIN)/python -m trainers.tiny_model artifacts/tiny-llama
@@ -52,6 +55,9 @@ bench-overhead: $(STAMP) ## the sweep against the same trials run by hand with T
 
 bench-search: $(STAMP) ## steps each search strategy spends to a good trial, against the full grid
 	$(BIN)/python bench/search.py $(BENCH_ARGS)
+
+bench-storage: $(STAMP) ## hundreds of simulated trials on one PostgreSQL study: database connections, direct vs through their node
+	$(BIN)/python bench/storage_scale.py $(BENCH_ARGS)
 
 gpu-check: $(STAMP) ## on a GPU box (make TORCH=torch gpu-check): 8B-shaped trials by hand and swept; BENCH_ARGS=--cpu for a dry run
 	$(BIN)/python bench/gpu_check.py $(BENCH_ARGS)

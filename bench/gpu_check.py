@@ -39,7 +39,7 @@ class MemorySampler(threading.Thread):
         self.stop = threading.Event()
 
     def run(self):
-        from sweeper.probe import gpu_used_bytes
+        from sweeper.slots import gpu_used_bytes
 
         while not self.stop.wait(1.0):
             for pid, used in gpu_used_bytes().items():

@@ -4,10 +4,8 @@ finished ones, report."""
 import os
 import signal
 import sys
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 
 from trainers.settings import ConfigError
 
@@ -24,25 +22,19 @@ def prepare(s) -> None:
         print(line, flush=True)
 
 
-def _early_log() -> Path:
-    return Path(tempfile.gettempdir()) / f"qlora-sweep-spare-{os.getpid()}.log"
+def start_executor(devices):
+    """The local executor, its first device's first trial process started at once, before the
+    checks, so its ~8 s of imports overlap them (it is the memory probe's, or the first trial's)."""
+    from sweeper.local import LocalExecutor
+
+    executor = LocalExecutor(devices)
+    executor.warm(devices[0])
+    return executor
 
 
-def first_spare(devices):
-    """The first device's first trial process, started before the checks so its ~8 s of imports
-    overlap them (it is the memory probe's, or the first trial's). Its log is a temporary file
-    until the study's folder may be written: a refused sweep writes nothing there."""
-    from sweeper.launch import TrialProcesses
-    from sweeper.slots import slot_env
-
-    processes = TrialProcesses(_early_log(), slot_env(devices[0]))
-    processes.start_spare()
-    return processes
-
-
-def plan_devices(s, study, view, devices, first):
+def plan_devices(s, study, view, devices, executor):
     """K on each device and, with per_device_train_batch_size=auto, the per-device batch (measured;
-    see sweeper/packing and sweeper/probe). The first device's probe runs on the waiting `first`."""
+    see sweeper/packing and sweeper/probe)."""
     from sweeper.probe import plan_device
     from sweeper.slots import cpu_threads
 
@@ -54,7 +46,7 @@ def plan_devices(s, study, view, devices, first):
             d.effective = s.trial.train.effective_batch_size
         measurable = d.name == "cpu" or d.memory_bytes is not None  # the CPU, or a GPU the driver lists
         if measurable and (s.trials_per_device == "auto" or batch_auto):
-            plan_device(s, study, d, view, len(devices), cpu_threads(1), first if d is devices[0] else None)
+            plan_device(s, study, d, view, len(devices), cpu_threads(1), executor)
         elif batch_auto:  # nothing to measure on: the whole effective batch at once
             d.batch = s.trial.train.effective_batch_size
         if d.name == "cpu":
@@ -62,26 +54,27 @@ def plan_devices(s, study, view, devices, first):
     return devices
 
 
-def run_sweep(s, devices, first) -> int:
+def run_sweep(s, devices, executor) -> int:
     import optuna
 
     from sweeper.loop import SweepLoop
-    from sweeper.report import final_report, warm_imports
-    from sweeper.study import build_storage, counts, open_study
+    from sweeper.results.report import final_report, warm_imports
+    from sweeper.study import NODE_CONNECTIONS, build_storage, counts, open_study, serve_trials
     from sweeper.view import LiveView
 
     # We drive ask/tell ourselves and send heartbeats from the launcher, which optuna calls
     # "experimental" and warns about on every ask.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    storage = build_storage(s)
+    storage = build_storage(s, connections=NODE_CONNECTIONS)
     study = open_study(s, storage)
     view = LiveView(s.n_trials)
     view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
               f"storage {s.storage_shown}")
     s.dir.mkdir(parents=True, exist_ok=True)
-    first.log = s.dir / f"spare-{devices[0].label}.log"  # the processes it starts from now on
-    plan_devices(s, study, view, devices, first)
+    executor.log_dir = s.dir  # the spares it starts from now on print there
+    executor.stall_timeout, executor.trial_timeout = s.stall_timeout, s.trial_timeout
+    plan_devices(s, study, view, devices, executor)
     view.note("slots: " + ", ".join(f"{d.label} x{d.slots}" + (f" ({d.threads} threads each)" if d.threads else "")
                                     for d in devices))
     if s.trial.train.per_device_train_batch_size == "auto":
@@ -90,20 +83,66 @@ def run_sweep(s, devices, first) -> int:
             + f" = {s.trial.train.effective_batch_size} rows per step")
     # The final report's imports, on a thread once the last trial has started.
     warm = threading.Thread(target=warm_imports, name="warm-imports", daemon=True)
-    loop = SweepLoop(s, study, storage, devices, view, first, after_last_start=warm.start)
+    loop = SweepLoop(s, study, storage, executor, view, after_last_start=warm.start, node=node_name(),
+                     trials_storage=serve_trials(study))
     try:
         code = loop.run()
     except KeyboardInterrupt:
         loop.stop_all("interrupted")
         return EXIT_INTERRUPTED
     finally:
-        loop.close()
         if warm.ident is not None:
             warm.join()  # no exit in the middle of an import
     if code:
         return code
-    print(final_report(study, s))
+    if s.final_report:
+        print(final_report(study, s))
     return 0
+
+
+def node_name() -> str:
+    """The machine trials run on, as the cluster names it (a SLURM task's node) or its host name."""
+    import socket
+
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def storage_from_environment(argv: list[str]) -> list[str]:
+    """A SLURM array task gets the storage URL (it may hold a password) through the job's
+    environment, never its script or command line (sweeper/slurm)."""
+    from sweeper.settings import is_storage_override
+    from sweeper.slurm import STORAGE_ENV
+
+    url = os.environ.get(STORAGE_ENV)
+    if url and not any(is_storage_override(o) for o in argv):
+        return [*argv, f"sweep.storage={url}"]
+    return argv
+
+
+def run_on_slurm(s) -> int:
+    """Create the study and its baseline here, once (Optuna's schema creation races when several
+    processes meet a fresh PostgreSQL database), submit the array, then follow it."""
+    from sweeper.follow import follow
+    from sweeper.slurm import submit
+    from sweeper.study import build_storage, counts, open_study
+
+    study = open_study(s, build_storage(s))
+    print(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
+          f"storage {s.storage_shown}", flush=True)
+    job = submit(s)
+    study.set_user_attr("slurm_jobs", [*study.user_attrs.get("slurm_jobs", []), job])
+    print(f"submitted SLURM job {job}: {s.slurm.workers} sweep workers; their logs: "
+          f"{s.dir / 'slurm'}/worker-{job}_*.log", flush=True)
+    if not s.slurm.follow:
+        print(f"follow it with: make follow ARGS=\"<the same ARGS>\"; cancel it with: scancel {job}")
+        return 0
+    print(f"following the study here: Ctrl-C stops following, not the job (cancel it with: scancel {job}; "
+          f"follow again with: make follow ARGS=\"<the same ARGS>\")", flush=True)
+    try:
+        return follow(s, study, job)
+    except KeyboardInterrupt:
+        print(f"stopped following; SLURM job {job} goes on (cancel it with: scancel {job})", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _interrupt(signum, frame):
@@ -120,22 +159,27 @@ def main(argv: list[str]) -> int:
     from sweeper.settings import sweep_settings
     from sweeper.slots import find_devices
 
-    first = None
+    executor = None
+    argv = storage_from_environment(argv)
     try:
-        # Enough of the config to know the devices, so the first trial process starts importing
-        # before the ~0.6 s of composing a trial config for every choice and range end.
-        devices = find_devices(sweep_settings(argv, check_values=False).devices)
-        first = first_spare(devices)
+        # Enough of the config to know the launcher and devices, so the first trial process starts
+        # importing before the ~0.6 s of composing a trial config for every choice and range end.
+        early = sweep_settings(argv, check_values=False)
+        if early.launcher == "slurm":  # trials run in the array's tasks, none here
+            s = sweep_settings(argv)
+            prepare(s)
+            return run_on_slurm(s)
+        devices = find_devices(early.devices)
+        executor = start_executor(devices)
         s = sweep_settings(argv)
         prepare(s)
-        return run_sweep(s, devices, first)
+        return run_sweep(s, devices, executor)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
-        if first is not None:
-            first.close()
-            _early_log().unlink(missing_ok=True)
+        if executor is not None:
+            executor.close()
 
 
 if __name__ == "__main__":

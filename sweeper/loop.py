@@ -1,17 +1,21 @@
-"""The loop that fills slots: every free slot of every device asks the study for a trial and
-launches it the moment its own trial ends (no barrier), until the study holds exactly
-sweep.n_trials finished trials, counted across every slot and every sweep process on the storage."""
+"""The loop that fills slots, policy only: every free slot asks the study for a trial and submits
+it to the executor the moment its own trial ends (no barrier), until the study holds exactly
+sweep.n_trials finished trials, counted across every slot and every sweep process on the storage.
+It keeps each running trial's heartbeat, records outcomes, retries what was killed and lowers K
+after an out-of-memory failure; where and how a job runs is the executor's (sweeper/executor.py)."""
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 from optuna.trial import TrialState
 
-from sweeper.launch import Outcome, RunningTrial, TrialProcesses, launch, remove_checkpoints, resume_point, \
-    trial_overrides
+from sweeper.executor import Executor, Handle
+from sweeper.job import Job, Outcome, last_step, remove_checkpoints, resume_point, trial_dir
 from sweeper.settings import SweepSettings
-from sweeper.slots import Device, Slot, slot_env
+from sweeper.slots import Device, Slot
 from sweeper.space import suggest, to_overrides
 from sweeper.study import counts
 from sweeper.view import LiveView
@@ -19,6 +23,31 @@ from sweeper.view import LiveView
 EXIT_FAILURES = 1
 OUT_OF_MEMORY = "out of memory"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str], resume_from: Path | None) -> list[str]:
+    out = values_overrides + [f"output_dir={trial_dir(s.dir, number)}", f"tracking.group={s.study_name}",
+                              f"tracking.run_name=trial-{number}", "tracking.job_type=trial"]
+    if s.checkpoints:  # one per eval: a killed trial loses at most one eval interval
+        out += ["train.save_strategy=steps", "train.save_steps=${train.eval_steps}"]
+    if resume_from is not None:
+        out.append(f"resume_from_checkpoint={resume_from}")
+    return out
+
+
+@dataclass
+class Running:
+    trial: optuna.Trial
+    handle: Handle
+    slot: Slot
+    trial_dir: Path
+    started: float
+    slots_at_launch: int   # K on its device when its memory share was set
+    last_beat: float = 0.0
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
 
 
 def tell(study, trial, outcome: Outcome) -> None:
@@ -47,35 +76,28 @@ def memory_share(s: SweepSettings, device: Device) -> dict | None:
 
 
 class SweepLoop:
-    def __init__(self, s: SweepSettings, study, storage, devices: list[Device], view: LiveView,
-                 first: TrialProcesses | None = None, after_last_start=None):
-        self.s, self.study, self.storage, self.devices, self.view = s, study, storage, devices, view
+    def __init__(self, s: SweepSettings, study, storage, executor: Executor, view: LiveView, after_last_start=None,
+                 node: str | None = None, trials_storage: str | None = None):
+        self.s, self.study, self.storage, self.executor, self.view = s, study, storage, executor, view
+        self.node = node  # the machine (SLURM's node name, else the host name): recorded on each trial
+        # Where trial processes open the study: this process's proxy (study.serve_trials), or the URL.
+        self.trials_storage = trials_storage or s.storage
         # Called once, when the last trial starts with no spare after it: the CPU a spare's imports
         # would have taken is free.
         self.after_last_start = after_last_start
-        self.running: dict[tuple[str, int], RunningTrial] = {}
-        self.processes: dict[tuple[str, int], TrialProcesses] = {}
-        if first is not None:  # the first device's first slot adopts the process started before the checks
-            first.env = {**first.env, **slot_env(devices[0])}
-            self.processes[(devices[0].name, 0)] = first
+        self.running: dict[tuple[str, int], Running] = {}
         self.failures = 0
         self.waiting_said = False
 
     def _free_slots(self) -> list[Slot]:
-        free = []
-        for d in self.devices:
-            busy = sum(1 for (name, _) in self.running if name == d.name)
-            for i in range(d.slots):
-                if busy < d.slots and (d.name, i) not in self.running:
-                    free.append(Slot(d, i, slot_env(d)))
-                    busy += 1
+        free, busy = [], {}
+        for slot in self.executor.capacity():
+            d = slot.device
+            n = busy.setdefault(d.name, sum(1 for (name, _) in self.running if name == d.name))
+            if n < d.slots and (d.name, slot.index) not in self.running:
+                free.append(slot)
+                busy[d.name] = n + 1
         return free
-
-    def _processes(self, slot: Slot) -> TrialProcesses:
-        key = (slot.device.name, slot.index)
-        if key not in self.processes:
-            self.processes[key] = TrialProcesses(self.s.dir / f"spare-{slot.label}.log", slot.env)
-        return self.processes[key]
 
     def _not_needed(self, trial) -> bool:
         """Another sweep process may have claimed the last trial between our count and our ask
@@ -104,31 +126,39 @@ class SweepLoop:
             return
         values = suggest(trial, s.space)
         value_overrides = to_overrides(values, s.space)
-        trial_dir = s.dir / "trials" / str(trial.number)
+        folder = trial_dir(s.dir, trial.number)
         trial.set_user_attr("value_overrides", value_overrides)
-        trial.set_user_attr("output_dir", str(trial_dir))
-        trial.set_user_attr("device", slot.label)
+        trial.set_user_attr("output_dir", str(folder))
+        if self.node:
+            trial.set_user_attr("node", self.node)
         if slot.device.batch is not None:  # decided by the sweep: a rerun of the trial needs it spelt out
             trial.set_user_attr("batch_overrides", slot.device.batch_overrides())
         frozen = storage.get_trial(trial._trial_id)
         # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
-        resume_from = resume_point([s.dir / "trials" / str(n) for n in Retry.retry_history(frozen)]) \
+        resume_from = resume_point([trial_dir(s.dir, n) for n in Retry.retry_history(frozen)]) \
             if s.checkpoints else None
+        if resume_from is not None:
+            trial.set_user_attr("resumed_from", str(resume_from))
+        trial.set_user_attr("device", slot.label)
+        # Last, and the trial's own number: a retry inherits every attribute of the trial it repeats,
+        # so a follower (sweeper/follow) waits for this one to show the trial with its own attributes.
+        trial.set_user_attr("launched_as", trial.number)
         retry_of = Retry.retried_trial_number(frozen)
         retry_of = frozen.user_attrs.get("retry_of") if retry_of is None else retry_of  # after out of memory
         self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label)
         # Keep a spare while more trials may follow than are running now.
         keep_spare = tally["finished"] + tally["running"] + 1 < s.n_trials
         overrides = trial_overrides(s, trial.number, value_overrides, resume_from) + slot.device.batch_overrides()
-        r = launch(s, storage, trial, values, overrides,
-                   self._processes(slot), keep_spare, slot, memory_share(s, slot.device))
-        r.slots_at_launch = slot.device.slots
-        self.running[(slot.device.name, slot.index)] = r
+        job = Job(folder, s.public_overrides, overrides, values, trial_id=trial._trial_id,
+                  memory_share=memory_share(s, slot.device), threads=slot.device.threads)
+        handle = self.executor.submit(job, slot, self.trials_storage, keep_spare)
+        self.running[(slot.device.name, slot.index)] = Running(trial, handle, slot, folder, time.monotonic(),
+                                                               slot.device.slots)
         if not keep_spare and self.after_last_start is not None:
             self.after_last_start()
             self.after_last_start = None
 
-    def _out_of_memory(self, r: RunningTrial) -> None:
+    def _out_of_memory(self, r: Running) -> None:
         """Fewer trials side by side on that device from now on; the values run again when they
         fit (first in the queue, with a bigger share), unless the trial ran alone already."""
         device, had = r.slot.device, r.slots_at_launch
@@ -136,21 +166,17 @@ class SweepLoop:
             self.view.note(f"trial {r.number} does not fit on {device.label} even alone: not retried")
             return
         if device.slots >= had:  # trials launched side by side may all fail: lower K once for them
-            device.slots = had - 1
-            for index in range(device.slots, had):
-                stale = self.processes.pop((device.name, index), None)
-                if stale is not None:
-                    stale.close()
+            self.executor.set_slots(device, had - 1)
             self.view.note(f"{device.label}: out of memory with {had} trials side by side; now {device.slots}")
         self.study.enqueue_trial(r.trial.params, user_attrs={"retry_of": r.number})
         self.view.note(f"trial {r.number}'s values will run again, with a {device.slots}-trial share")
 
-    def _end(self, key, r: RunningTrial, outcome: Outcome) -> bool:
+    def _end(self, key, r: Running, outcome: Outcome) -> bool:
         """Record the outcome; False when max_failures consecutive failures must stop the sweep."""
         del self.running[key]
         outcome.facts["wall_s"] = round(time.monotonic() - r.started, 1)  # handed over to ended, as the sweep saw it
         tell(self.study, r.trial, outcome)
-        remove_checkpoints([r.trial_dir, *(self.s.dir / "trials" / str(n) for n in
+        remove_checkpoints([r.trial_dir, *(trial_dir(self.s.dir, n) for n in
                                            Retry.retry_history(self.storage.get_trial(r.trial._trial_id)))])
         self.view.end(r.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - r.started,
                       counts(self.study), outcome.reason)
@@ -165,13 +191,19 @@ class SweepLoop:
             return False
         return True
 
+    def _beat(self, r: Running) -> None:
+        if time.monotonic() - r.last_beat >= self.s.heartbeat_interval:
+            self.storage.record_heartbeat(r.trial._trial_id)
+            r.last_beat = time.monotonic()
+
     def run(self) -> int:
         """0 once the study holds n_trials finished trials; EXIT_FAILURES after max_failures in a row."""
         while True:
             optuna.storages.fail_stale_trials(self.study)  # a dead sweep's RUNNING trials: failed, then retried
             for key, r in list(self.running.items()):
-                outcome = r.poll()
-                self.view.progress(r.number, r.trial_dir / "progress.json")
+                self._beat(r)
+                outcome = r.handle.poll()
+                self.view.progress(r.number, r.handle.progress())
                 if outcome is not None and not self._end(key, r, outcome):
                     self.stop_all("stopped after repeated failures")
                     return EXIT_FAILURES
@@ -192,13 +224,10 @@ class SweepLoop:
     def stop_all(self, why: str) -> None:
         """Ctrl-C, SIGTERM, or a stop: every running trial is failed and its values run first next time."""
         for key, r in list(self.running.items()):
-            r.kill()
+            r.handle.kill()
             r.trial.set_user_attr("fail_reason", why)
+            r.trial.set_user_attr("steps", last_step(r.trial_dir))
             frozen = self.study.tell(r.trial, state=TrialState.FAIL)
             Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
             del self.running[key]
             self.view.note(f"{why}: trial {r.number} will run again; rerun the same command to continue")
-
-    def close(self) -> None:
-        for processes in self.processes.values():
-            processes.close()

@@ -6,15 +6,14 @@ bitsandbytes' paged optimizer included, which torch.cuda.max_memory_allocated mi
 the process's peak resident memory. Cached in the study, keyed by what determines it."""
 import hashlib
 import json
-import shutil
-import subprocess
 import time
+from pathlib import Path
 
-from sweeper.launch import TrialProcesses, hand_off
+from sweeper.executor import Executor
+from sweeper.job import Job, Outcome
 from sweeper.settings import SweepSettings
-from sweeper.slots import Device, slot_env
+from sweeper.slots import Device, Slot
 from sweeper.space import Param, tied_value, to_overrides
-from sweeper.watch import ProgressWatch
 
 PROBE_STEPS = 6  # enough for the optimizer state to exist and the allocator to settle; not a benchmark
 BITS_ORDER = {8: 2, 4: 1, None: 0}
@@ -64,57 +63,31 @@ def probe_key(s: SweepSettings, device: Device, values: dict, batch: int | None)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def gpu_used_bytes() -> dict[int, int]:
-    """The driver's figure for each process with a context on a GPU, by pid."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    used = {}
-    for pid, mib in (line.split(",") for line in out.strip().splitlines() if "," in line):
-        used[int(pid)] = max(used.get(int(pid), 0), int(float(mib)) * 2**20)
-    return used
-
-
-def run_probes(s: SweepSettings, device: Device, jobs: list[tuple[list[str], object]],
-               waiting: TrialProcesses | None = None) -> list[dict]:
+def run_probes(s: SweepSettings, device: Device, jobs: list[tuple[list[str], Path]], executor: Executor) -> list[dict]:
     """Train each probe config (overrides, out_dir) in its own trial process on the device, side
-    by side; each one's peaks and outcome. The first takes `waiting`'s process (imports done),
-    which starts another for the trials."""
-    procs = []
+    by side (slots 0, 1, ...); each one's peaks and outcome. The first takes slot 0's waiting
+    process (imports done) and leaves a spare there for the trials."""
+    handles = []
     for i, (overrides, out_dir) in enumerate(jobs):
-        job = {"trial_id": None, "trial_dir": str(out_dir), "sweep_overrides": s.public_overrides,
-               "trial_overrides": overrides, "values": {}, "memory_share": None}
-        processes = waiting if i == 0 and waiting is not None else TrialProcesses(out_dir / "spare.log", slot_env(device))
-        proc = hand_off(processes, processes is waiting, job, "")
-        procs.append((proc, ProgressWatch(proc.pid, out_dir / "progress.json", s.stall_timeout, s.trial_timeout)))
-    gpu_peaks = [0] * len(procs)
-    while any(proc.poll() is None for proc, _ in procs):
-        used = gpu_used_bytes() if device.memory_bytes is not None else {}
-        for i, (proc, watch) in enumerate(procs):
-            gpu_peaks[i] = max(gpu_peaks[i], used.get(proc.pid, 0))
-            if proc.poll() is None and watch.verdict():
-                proc.kill()
-                proc.wait()
+        job = Job(out_dir, s.public_overrides, overrides, {})
+        handles.append(executor.submit(job, Slot(device, i), "", keep_spare=i == 0))
+    gpu_peaks = [0] * len(handles)
+    while any(h.poll() is None for h in handles):  # a stalled probe is stopped by its own poll
+        if device.memory_bytes is not None:
+            gpu_peaks = [max(p, now) for p, now in zip(gpu_peaks, executor.device_memory(handles))]
         time.sleep(0.5)
-    return [_probe_result(proc, out_dir, gpu_peak, device) for (proc, _), (_, out_dir), gpu_peak
-            in zip(procs, jobs, gpu_peaks)]
+    return [_probe_result(h.poll(), out_dir, gpu_peak, device) for h, (_, out_dir), gpu_peak
+            in zip(handles, jobs, gpu_peaks)]
 
 
-def _probe_result(proc, out_dir, gpu_peak: int, device: Device) -> dict:
-    result_path = out_dir / "result.json"
-    if proc.returncode != 0 or not result_path.exists():
+def _probe_result(outcome: Outcome, out_dir: Path, gpu_peak: int, device: Device) -> dict:
+    if outcome.state != "complete":
         return {"ok": False, "log": str(out_dir / "trial.log")}
-    facts = json.loads(result_path.read_text())["facts"]
-    peak = gpu_peak if device.memory_bytes is not None else facts["peak_rss_bytes"]
-    return {"ok": True, "peak_bytes": peak, **facts}
+    peak = gpu_peak if device.memory_bytes is not None else outcome.facts["peak_rss_bytes"]
+    return {"ok": True, "peak_bytes": peak, **outcome.facts}
 
 
-def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
-                   waiting: TrialProcesses | None = None) -> dict:
+def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list, executor: Executor) -> dict:
     """The hungriest trial's peaks on this kind of device at each per-device batch ({"peak_bytes":
     on the device, "peak_rss_bytes": host memory}; None for a batch where even that trial alone
     does not run): cached in the study, else measured now, all batches side by side. A batch of
@@ -129,7 +102,7 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
                   f"study): {', '.join(f'{k}={v}' for k, v in values.items())}")
         dirs = [s.dir / "probe" / keys[b] for b in todo]
         for b, out_dir, measured in zip(todo, dirs, run_probes(s, device, [
-                (probe_overrides(s, values, b, d), d) for b, d in zip(todo, dirs)], waiting)):
+                (probe_overrides(s, values, b, d), d) for b, d in zip(todo, dirs)], executor)):
             if not measured["ok"]:
                 view.note(f"the memory probe{'' if b is None else f' at batch {b}'} did not finish (log: {measured['log']})")
                 continue
@@ -138,8 +111,7 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
     return {b: cached.get(keys[b]) for b in batches}
 
 
-def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, cores: int,
-                waiting: TrialProcesses | None = None) -> None:
+def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, cores: int, executor: Executor) -> None:
     """Set the device's K (trials_per_device=auto) and per-device batch (per_device_train_batch_size
     =auto) from measured peaks; K no more than the study's trials per device, as a slot beyond them
     would only hold a spare. The batch is measured at 1 and at the whole effective batch side by
@@ -154,13 +126,13 @@ def plan_device(s: SweepSettings, study, device: Device, view, n_devices: int, c
     fixed = None if s.trials_per_device == "auto" else s.trials_per_device
     effective = s.trial.train.effective_batch_size
     if s.trial.train.per_device_train_batch_size != "auto":
-        device.slots = fixed or slots_of(measured_peaks(s, study, device, view, [None], waiting)[None])
+        device.slots = fixed or slots_of(measured_peaks(s, study, device, view, [None], executor)[None])
         return
     high = effective
-    peaks = measured_peaks(s, study, device, view, sorted({1, high}), waiting)
+    peaks = measured_peaks(s, study, device, view, sorted({1, high}), executor)
     while peaks[high] is None and peaks[1] is not None and high > 1:
         high = max(d for d in divisors(effective) if d <= high // 2)
-        peaks.update(measured_peaks(s, study, device, view, [high]))
+        peaks.update(measured_peaks(s, study, device, view, [high], executor))
     if peaks[1] is None:  # not even one row runs: one trial at a time, and its failure will say why
         device.slots, device.batch = fixed or 1, 1
         return

@@ -10,11 +10,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.slots import parse_devices, parse_trials_per_device
+from sweeper.slurm import SlurmSettings, parse_slurm
 from sweeper.space import Param, candidate_values, check_enqueued, grid, parse_space
 from trainers.config import compose_config
 from trainers.settings import ConfigError, TrialSettings, first_line, trial_settings
 
 SAMPLERS = ("tpe", "random", "grid")
+LAUNCHERS = ("local", "slurm")
 PRUNERS = ("percentile", "median", "hyperband", "none")
 # Pruning compares eval losses at equal steps: these keys change what a step means.
 STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs", "train.per_device_train_batch_size",
@@ -60,6 +62,9 @@ class SweepSettings:
     trials_per_device: object     # K, or "auto": sized from a measured peak
     debug_device_memory_mb: int | None  # tests: a pretend device size, enforced on host memory
     dashboard_port: int           # make dashboard serves the storage on 127.0.0.1 at this port
+    final_report: bool            # write the report when the study is done
+    launcher: str                 # local (trials here) or slurm (array tasks, each a sweep on its node)
+    slurm: SlurmSettings
     objective: str                # what the study minimises: eval_loss, or a task metric (price_mae)
     enqueue: list[dict]
     space: list[Param]
@@ -183,12 +188,18 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         raise ConfigError("sweep.enqueue", enqueue, "a list of {parameter: value} mappings")
     enqueue = [check_enqueued(e, space, f"sweep.enqueue[{i}]") for i, e in enumerate(enqueue)]
     candidates = _check_candidates(space, overrides) if check_values else []
-    if not isinstance(raw.get("checkpoints"), bool):
-        raise ConfigError("sweep.checkpoints", raw.get("checkpoints"), "true or false")
+    for key in ("checkpoints", "final_report"):
+        if not isinstance(raw.get(key), bool):
+            raise ConfigError(f"sweep.{key}", raw.get(key), "true or false")
+    if raw.get("launcher") not in LAUNCHERS:
+        raise ConfigError("sweep.launcher", raw.get("launcher"), f"allowed: {', '.join(LAUNCHERS)}")
 
     objective = _objective(raw.get("objective"), trial)
     sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
     storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
+    if raw["launcher"] == "slurm" and storage.startswith("sqlite"):
+        raise ConfigError("sweep.storage", hide_password(storage), "sweep.launcher=slurm needs a database server "
+                          "every node reaches, e.g. postgresql://user@host/db (SQLite is a file on one machine)")
     return SweepSettings(
         study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
         pruner=raw["pruner"], startup_trials=startup, seed=int(raw.get("seed") or 0),
@@ -197,7 +208,8 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
         trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
         debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
-        dashboard_port=_int(raw, "dashboard_port", 1), objective=objective, enqueue=enqueue, space=space, trial=trial,
+        dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], launcher=raw["launcher"],
+        slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue, space=space, trial=trial,
         overrides=list(overrides), candidates=candidates,
         fingerprint={**fingerprint(raw_space, trial, space),
                      # mixing objectives in one study would rank unlike values; eval_loss studies predate the key

@@ -5,7 +5,7 @@ CUDA_VISIBLE_DEVICES, and each slot keeps its own warm spare."""
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trainers.settings import ConfigError
 
@@ -38,7 +38,6 @@ class Device:
 class Slot:
     device: Device
     index: int
-    env: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -61,6 +60,21 @@ def visible_gpus() -> list[tuple[str, int, str]]:
         wanted = [d.strip() for d in allowed.split(",") if d.strip()]
         gpus = [g for g in gpus if g[0] in wanted]
     return gpus
+
+
+def gpu_used_bytes() -> dict[int, int]:
+    """The driver's figure for each process with a context on a GPU, by pid."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    used = {}
+    for pid, mib in (line.split(",") for line in out.strip().splitlines() if "," in line):
+        used[int(pid)] = max(used.get(int(pid), 0), int(float(mib)) * 2**20)
+    return used
 
 
 def find_devices(setting) -> list[Device]:

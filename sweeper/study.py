@@ -15,15 +15,25 @@ DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def build_storage(s: SweepSettings):
-    """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line."""
+# Database connections one sweep process keeps: its loop, and the threads that serve its trial
+# processes' reports (serve_trials). A node's trials share them, so a cluster's connections grow
+# with its nodes, not its trials (bench/storage_scale.py: 320 trials opening the study themselves
+# exhausted PostgreSQL's default 100 connections).
+NODE_CONNECTIONS = 4
+
+
+def build_storage(s: SweepSettings, connections: int | None = None):
+    """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line.
+    connections: at most this many database connections (the sweep process's own storage)."""
     s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # The retry inherits the reported eval losses: it resumes from the last checkpoint.
             retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures, inherit_intermediate_values=True)
-            return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=s.heartbeat_interval,
+            pool = {} if connections is None else {"pool_size": connections, "max_overflow": 0}
+            return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True, **pool},
+                              heartbeat_interval=s.heartbeat_interval,
                               grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
         raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}") from None
@@ -98,6 +108,37 @@ def open_study(s: SweepSettings, storage) -> optuna.Study:
     for params in s.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
     return study
+
+
+def serve_trials(study: optuna.Study) -> str:
+    """Serve the study's storage to this machine's trial processes through Optuna's gRPC storage
+    proxy (127.0.0.1 only, a thread of this process); returns the address they open it at. Their
+    reports and pruner questions then use this process's few connections, not one pool each."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    with socket.socket() as sock:  # a free port; the proxy's own API takes a number
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        threading.Thread(target=optuna.storages.run_grpc_proxy_server, args=(study._storage,), daemon=True,
+                         kwargs={"host": "127.0.0.1", "port": port,
+                                 "thread_pool": ThreadPoolExecutor(NODE_CONNECTIONS - 1)}).start()
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=30)
+    return f"grpc://127.0.0.1:{port}"
+
+
+def trial_storage(address: str):
+    """What a trial process opens the study with: its sweep process's proxy (grpc://host:port), or
+    a storage URL."""
+    if not address.startswith("grpc://"):
+        return address
+    host, port = address.removeprefix("grpc://").rsplit(":", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
 
 
 def counts(study: optuna.Study) -> dict:

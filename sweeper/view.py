@@ -1,7 +1,6 @@
 """What a person watching the sweep sees: one line per trial start, per evaluation and per end,
 with the study's tally. On a terminal, a block below them shows every running trial (slot,
 values, step, last eval loss), redrawn in place."""
-import json
 import sys
 from pathlib import Path
 
@@ -55,13 +54,10 @@ class LiveView:
         where = f" [{slot}]" if slot != "cpu" else ""
         self._print(f"trial {number}{where} ▸ {format_values(values)}{again}   [{self.last_tally}]")
 
-    def progress(self, number: int, path: Path) -> None:
+    def progress(self, number: int, p: dict | None) -> None:
+        """A running trial's progress.json, as its executor read it."""
         t = self.trials.get(number)
-        try:
-            p = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if t is None or (p["step"], p["eval_loss"]) == (t["step"], t["eval_loss"]):
+        if t is None or p is None or (p["step"], p["eval_loss"]) == (t["step"], t["eval_loss"]):
             return
         new_eval = p["eval_loss"] is not None and p["eval_loss"] != t["eval_loss"]
         t.update(step=p["step"], max_steps=p["max_steps"] or "?", eval_loss=p["eval_loss"])

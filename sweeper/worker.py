@@ -1,7 +1,9 @@
-"""One trial in its own process (own CUDA context, freed on exit): re-attaches to the study's
-trial, runs the trainers job with a callback that reports eval loss and prunes, writes result.json.
-`python -m sweeper.worker PARENT_PID`, then the job's path on stdin — started by sweeper.launch
-as a spare that imports the training stack while the previous trial still trains."""
+"""One trial job in its own process (own CUDA context, freed on exit). run_job(job, storage) does
+the work: re-attaches to the study's trial, runs the trainers job with a callback that reports eval
+loss and prunes, writes result.json. `python -m sweeper.worker PARENT_PID` is the local executor's
+transport around it: a spare that imports the training stack while the previous trial still
+trains, dies with its sweep, reads {job path, storage URL} from stdin and sends its output to the
+trial's log."""
 import ctypes
 import json
 import math
@@ -11,6 +13,9 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from sweeper.job import Job, write_result
+from trainers.phases import mark
 
 PR_SET_PDEATHSIG = 1
 
@@ -117,7 +122,7 @@ def cap_memory(share: dict | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mapped + share["host_bytes"], resource.RLIM_INFINITY))
 
 
-def probe(settings, progress: Progress, trial_dir: Path) -> int:
+def probe(settings, progress: Progress, trial_dir: Path) -> dict:
     """A memory probe (sweeper.probe): train a few steps, then say this process's own peaks."""
     import resource
 
@@ -129,9 +134,7 @@ def probe(settings, progress: Progress, trial_dir: Path) -> int:
     facts = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if torch.cuda.is_available():  # PyTorch's view, for comparison with the driver's (sampled by the sweep)
         facts["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
-    result = {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"], "facts": facts}
-    (trial_dir / "result.json").write_text(json.dumps(result))
-    return 0
+    return {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"], "facts": facts}
 
 
 def preload() -> None:
@@ -147,9 +150,9 @@ def preload() -> None:
     from trainers.config import compose_config
 
     compose_config([])  # Hydra's first compose in a process costs ~0.1 s more than the next
-    # The first Optuna storage in a process imports SQLAlchemy's and Alembic's machinery: 0.28 s of
-    # load_study cold, 0.02 s after this.
-    optuna.storages.RDBStorage("sqlite:///:memory:")
+    # The trial opens the study through its sweep process's gRPC proxy (sweeper.study.serve_trials).
+    import grpc  # noqa: F401
+    optuna.storages.GrpcStorageProxy  # noqa: B018  (optuna imports the client module on first use)
 
 
 def redirect_output(log: Path) -> None:
@@ -162,44 +165,36 @@ def redirect_output(log: Path) -> None:
     os.close(fd)
 
 
-def main(parent_pid: int) -> int:
-    die_with_parent(parent_pid)
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    preload()
-    line = sys.stdin.readline().strip()
-    if not line:  # the sweep ended without needing this spare
-        return 0
-    from trainers.phases import mark
-
-    mark("job_received")
-    handed = json.loads(line)  # {"job": path, "storage": url}: the URL may hold a password, so no file has it
-    job = json.loads(Path(handed["job"]).read_text())
-    trial_dir = Path(job["trial_dir"])
-    progress = Progress(trial_dir / "progress.json")
-    redirect_output(trial_dir / "trial.log")
+def run_job(job: Job, storage_url: str) -> dict:
+    """Run one trial job (or memory probe) in this process and write its result.json; returns it.
+    storage_url: the study's storage, or its sweep process's proxy (grpc://host:port). An exception
+    other than the trial's own out of memory propagates: the trial failed."""
     import optuna
 
     from sweeper.settings import sweep_settings
-    from sweeper.study import build_pruner
+    from sweeper.study import build_pruner, trial_storage
     from trainers import quiet
     from trainers.config import compose_config
     from trainers.settings import trial_settings
 
-    settings = trial_settings(compose_config(job["sweep_overrides"] + job["trial_overrides"]))
+    progress = Progress(job.trial_dir / "progress.json")
+    settings = trial_settings(compose_config(job.sweep_overrides + job.trial_overrides))
     quiet.install()
     from trainers.sft import out_of_memory, run_trial
 
-    if job.get("trial_id") is None:
-        return probe(settings, progress, trial_dir)
-    s = sweep_settings(job["sweep_overrides"], check_values=False)
-    study = optuna.load_study(study_name=s.study_name, storage=handed["storage"], pruner=build_pruner(s))
-    trial = optuna.trial.Trial(study, job["trial_id"])
+    if job.trial_id is None:
+        result = probe(settings, progress, job.trial_dir)
+        write_result(job.trial_dir, result)
+        return result
+    s = sweep_settings(job.sweep_overrides, check_values=False)
+    study = optuna.load_study(study_name=s.study_name, storage=trial_storage(storage_url), pruner=build_pruner(s))
+    trial = optuna.trial.Trial(study, job.trial_id)
 
-    cap_memory(job.get("memory_share"))
-    if job.get("threads"):  # a spare started before the slot's K was known imported torch with every core
+    cap_memory(job.memory_share)
+    if job.threads:  # a spare started before the slot's K was known imported torch with every core
         import torch
 
-        torch.set_num_threads(job["threads"])
+        torch.set_num_threads(job.threads)
     from trainers.cost import cost_meter
 
     meter = cost_meter()
@@ -210,7 +205,7 @@ def main(parent_pid: int) -> int:
         facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
     mark("configured")
     try:
-        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job["values"]}},
+        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job.values}},
                             meter=meter)
         result = {"state": "complete", "value": metrics[s.objective], "steps": metrics["steps"]}
         facts.update({k: metrics[k] for k in ("eval_loss", "price_mae", "price_within_20") if k in metrics})
@@ -225,7 +220,23 @@ def main(parent_pid: int) -> int:
         result = {"state": "failed", "value": None, "steps": callback.step, "reason": reason}
     facts["first_step"] = callback.first_step
     facts.update(meter.summary())  # what it cost, complete, pruned or out of memory alike
-    (trial_dir / "result.json").write_text(json.dumps({**result, "facts": facts}))
+    result = {**result, "facts": facts}
+    write_result(job.trial_dir, result)
+    return result
+
+
+def main(parent_pid: int) -> int:
+    die_with_parent(parent_pid)
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    preload()
+    line = sys.stdin.readline().strip()
+    if not line:  # the sweep ended without needing this spare
+        return 0
+    mark("job_received")
+    handed = json.loads(line)  # {"job": path, "storage": url}: the URL may hold a password, so no file has it
+    job = Job.read(Path(handed["job"]))
+    redirect_output(job.trial_dir / "trial.log")
+    run_job(job, handed["storage"])
     # Everything is saved, W&B finished: skip the interpreter's teardown (~1.5 s of freeing a
     # trained model's objects), which the sweep would otherwise wait for before the next trial.
     sys.stdout.flush()

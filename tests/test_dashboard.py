@@ -34,7 +34,7 @@ def test_dashboard_serves_the_study_and_its_trials(tmp_path):
         trial.report(loss + 1, 10)
         study.tell(trial, loss)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper.dashboard", *args, f"sweep.dashboard_port={port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper.results.dashboard", *args, f"sweep.dashboard_port={port}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -55,7 +55,7 @@ def test_dashboard_serves_the_study_and_its_trials(tmp_path):
 
 
 def test_dashboard_without_a_study_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sweeper.dashboard", f"sweep.dir={tmp_path}"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "sweeper.results.dashboard", f"sweep.dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: sweep.storage=") and "run make sweep" in proc.stderr

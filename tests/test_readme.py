@@ -16,6 +16,7 @@ BIN = Path(sys.executable).parent
 
 def readme_commands() -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = [block.replace("\\\n", " ") for block in blocks]  # a command continued on the next line
     lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
     return [shlex.split(line) for line in lines if line]
 

@@ -2,13 +2,14 @@
 finished trial (pruned ones included), and one self-contained index.html."""
 import base64
 import csv
+import html
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from landscape import rank_driven_study
-from sweeper.report_files import plots, write_report
+from sweeper.results.files import left_out, plots, write_report
 from sweeper.settings import sweep_settings
 
 
@@ -52,3 +53,19 @@ def test_report_folder(study, tmp_path):
     assert [r["state"] for r in table] == ["complete"] * 3 + ["pruned"] * 5 + ["fail"]
     assert table[-1]["fail_reason"] == "out of memory: x" and table[0]["lora_alpha"]
     assert (folder / "leaderboard.md").read_text().count("\n") == 2 + 9
+
+
+def test_a_small_study_says_which_plots_it_left_out_and_why(tmp_path):
+    """3 finished trials: only the curves can be drawn, and the report says why the rest are missing."""
+    small = rank_driven_study(3, seed=1, dropout_effect=1.0, user_attrs=True)
+    assert set(plots(small)) == {"curves"}
+    (line,) = left_out(small)
+    assert line == ("history, importances, parallel, slices: left out: they compare trials at one eval step, which "
+                    "needs at least 5 finished trials that reached it; this study has 3 finished trials")
+    s = sweep_settings([f"sweep.dir={tmp_path}"], check_values=False)
+    page = write_report(small, s, "study text").read_text()
+    assert html.escape(line) in page and [p.name for p in (tmp_path / "report").glob("*.png")] == ["curves.png"]
+
+
+def test_a_study_with_enough_trials_leaves_nothing_out(study):
+    assert left_out(study) == []

@@ -149,6 +149,7 @@ def test_storage_under_contention(url, tmp_path):
 def test_a_trial_asked_past_the_budget_is_handed_back(tmp_path):
     """Two sweep processes count, both see one trial to go, both ask: the later ask must not run.
     Here the other process's trial is a real RUNNING trial in the same storage."""
+    from sweeper.local import LocalExecutor
     from sweeper.loop import SweepLoop
     from sweeper.settings import sweep_settings
     from sweeper.slots import Device, Slot
@@ -164,8 +165,10 @@ def test_a_trial_asked_past_the_budget_is_handed_back(tmp_path):
     study.enqueue_trial({"lora_r": 8, "lora_dropout": 0.1, "quant_bits": 4})
     elsewhere.ask()                         # ...and the last one running there, from the queue
     study.enqueue_trial({"lora_r": 16, "lora_dropout": 0.1, "quant_bits": 4})
-    loop = SweepLoop(s, study, storage, [Device("cpu", None)], LiveView(2))
+    executor = LocalExecutor([Device("cpu", None)])
+    loop = SweepLoop(s, study, storage, executor, LiveView(2))
     loop._start(Slot(Device("cpu", None), 0), {"finished": 0, "running": 0})  # counted before the others
+    executor.close()
     assert loop.running == {}, "nothing launched"
     trials = study.get_trials(deepcopy=False)
     handed_back = trials[2]  # the queued r=16 trial this loop asked for

@@ -86,6 +86,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert "tok/s  peak GiB" in board and "cost: 3 trials" in board and "pruning saved" in board
     report = tmp_path / "sweep" / "report"
     assert (report / "index.html").exists() and (report / "curves.png").exists() and (report / "leaderboard.csv").exists()
+    assert "report: history, importances, parallel, slices: left out: they compare trials at one eval step" in proc.stdout
 
     out = proc.stdout
     assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out

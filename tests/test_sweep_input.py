@@ -46,6 +46,10 @@ def refused(argv, capsys):
     ("sweep.stall_timeout=0", "sweep.stall_timeout"), ("sweep.trial_timeout=-5", "sweep.trial_timeout"),
     ("sweep.checkpoints=maybe", "sweep.checkpoints"),
     ("sweep.objective=accuracy", "sweep.objective"), ("data.metric=bleu", "data.metric"),
+    ("sweep.launcher=kubernetes", "sweep.launcher"), ("sweep.final_report=sometimes", "sweep.final_report"),
+    ("sweep.launcher=slurm", "sweep.storage"),                                  # SQLite: one machine's file
+    ("sweep.slurm.workers=0", "sweep.slurm.workers"), ("sweep.slurm.gpus_per_worker=-1", "sweep.slurm.gpus_per_worker"),
+    ("sweep.slurm.extra=[h100]", "sweep.slurm.extra"), ("sweep.slurm.signal_before_s=0", "sweep.slurm.signal_before_s"),
 ])
 def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, capsys):
     line = refused(sweep_args + ["model.build=null", override], capsys)
@@ -133,7 +137,7 @@ def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
 
 
 def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
-    from sweeper.report import final_report
+    from sweeper.results.report import final_report
 
     s = sweep_settings([f"sweep.dir={tmp_path}"])
     study = optuna.create_study()
@@ -194,7 +198,7 @@ def test_hide_password(url, shown):
 def test_cost_totals_count_what_pruning_saved():
     from optuna.trial import TrialState
 
-    from sweeper.report import cost_totals
+    from sweeper.results.report import cost_totals
 
     def trial(state, stopped, resumed=0):
         return optuna.trial.create_trial(
@@ -214,7 +218,7 @@ def test_what_mattered_names_the_parameter_that_drives_the_loss():
     """A landscape where the answer is known: the loss falls with the rank, dropout adds noise.
     Most trials are pruned at step 10, as in the demo; their losses there still count."""
     from landscape import rank_driven_study
-    from sweeper.report import what_mattered
+    from sweeper.results.report import what_mattered
 
     study = rank_driven_study(12, seed=0, dropout_effect=0.05)
     (line,) = what_mattered(study)

@@ -1,6 +1,6 @@
 """outputs/<study>/report/: the leaderboard as Markdown and CSV, Optuna's own matplotlib plots as
 PNG, and one self-contained index.html with all of it. Written at the end of every sweep and by
-`make report` (`python -m sweeper.report_files [overrides]`). Pruned trials count: the history,
+`make report` (`python -m sweeper.results [overrides]`). Pruned trials count: the history,
 importances, parallel coordinates and slices plot every finished trial's eval loss at the latest
 step at least 5 of them reached (losses at one step compare; the sweep guarantees it), and the
 curves plot shows each trial's eval losses, pruned ones visibly cut short."""
@@ -8,51 +8,26 @@ import base64
 import csv
 import html
 import io
-import sys
 from pathlib import Path
 
-from optuna.trial import FrozenTrial, TrialState
-
+from sweeper.results.trials import FINISHED, MIN_POINTS, common_step_study, rows
 from sweeper.settings import SweepSettings
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-COLUMNS = ("trial", "state", "eval_loss", "steps", "wall_s", "train_s", "train_tokens", "tokens_per_s",
-           "peak_memory_gib", "price_mae", "price_within_20")
+AT_A_STEP = ("history", "importances", "parallel", "slices")  # plots of the loss at one common step
 
 
-def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
-    from sweeper.report import ORDER, eval_loss, rank_value, trial_values
-
-    ranked = sorted((t for t in trials if t.state in ORDER), key=lambda t: (ORDER[t.state], rank_value(t)))
-    return [{"trial": t.number, "state": t.state.name.lower(), "eval_loss": eval_loss(t),
-             "steps": t.user_attrs.get("steps"), **{k: t.user_attrs.get(k) for k in COLUMNS[4:]},
-             **trial_values(t, s), "fail_reason": t.user_attrs.get("fail_reason", "")} for t in ranked]
-
-
-def common_step_study(study):
-    """(step, a study of every finished trial's eval loss at that step), or (None, None)."""
-    from collections import Counter
-
-    import optuna
-
-    from sweeper.report import MIN_POINTS
-
-    trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.intermediate_values]
-    reached = Counter(step for t in trials for step in t.intermediate_values)
-    steps = [step for step, n in reached.items() if n >= MIN_POINTS]
-    if not steps:
-        return None, None
-    step = max(steps)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # an in-memory helper study: no "created" line
-    points = optuna.create_study()
-    optuna.logging.set_verbosity(verbosity)
-    for t in trials:
-        if step in t.intermediate_values:
-            points.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                                       value=t.intermediate_values[step],
-                                                       user_attrs={"trial": t.number}))
-    return step, points
+def left_out(study) -> list[str]:
+    """Why each plot the study has too few trials for is missing, in the report's words (a report
+    that silently shows fewer plots reads as a bug)."""
+    step, points = common_step_study(study)
+    if points is None:
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        return [f"{', '.join(AT_A_STEP)}: left out: they compare trials at one eval step, which needs at least "
+                f"{MIN_POINTS} finished trials that reached it; this study has {finished} finished "
+                f"trial{'s' if finished != 1 else ''}"]
+    if len(points.best_trial.params) == 0:
+        return [f"{', '.join(AT_A_STEP[1:])}: left out: the trials have no searched parameters"]
+    return []
 
 
 def _title(ax, text: str) -> None:
@@ -63,7 +38,8 @@ def _title(ax, text: str) -> None:
 
 
 def plots(study) -> dict:
-    """name -> (matplotlib Figure, caption); only the plots the study has enough trials for."""
+    """name -> (matplotlib Figure, caption); only the plots the study has enough trials for
+    (left_out says why the others are missing)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,7 +101,7 @@ def write_report(study, s: SweepSettings, text: str) -> Path:
     markdown += ["| " + " | ".join("" if r.get(k) is None else f"{r[k]:.4g}" if isinstance(r.get(k), float)
                                    else str(r[k]) for k in keys) + " |" for r in table]
     (folder / "leaderboard.md").write_text("\n".join(markdown) + "\n")
-    sections = []
+    sections = [f"<p class='missing'>{html.escape(line)}</p>" for line in left_out(study)]
     for name, (figure, caption) in plots(study).items():
         png = _png(figure)
         plt.close(figure)
@@ -142,26 +118,3 @@ def write_report(study, s: SweepSettings, text: str) -> Path:
             f"<h2>leaderboard</h2><table><tr>{header}</tr>{body}</table>{''.join(sections)}</body></html>")
     (folder / "index.html").write_text(page)
     return folder / "index.html"
-
-
-def main(argv: list[str]) -> int:
-    """`make report`: the report of the study the same overrides name, as it stands."""
-    import optuna
-
-    from sweeper.report import final_report
-    from sweeper.settings import sweep_settings
-    from trainers.settings import ConfigError
-
-    try:
-        s = sweep_settings(argv, check_values=False)
-        study = optuna.load_study(study_name=s.study_name, storage=s.storage)
-    except (ConfigError, KeyError) as e:
-        print(f"error: {e if isinstance(e, ConfigError) else f'no study {s.study_name!r} in {s.storage_shown}'}",
-              file=sys.stderr)
-        return 2
-    print(final_report(study, s))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -5,34 +5,12 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.model_card import model_card
+from sweeper.results.files import left_out, write_report
+from sweeper.results.model_card import model_card
+from sweeper.results.trials import MIN_POINTS, ORDER, common_step_study, eval_loss, rank_value, rows, trial_values
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
 from trainers.tracking import resolve_mode
-
-ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
-
-
-def trial_values(t: FrozenTrial, s: SweepSettings) -> dict:
-    """Searched and tied values, in the space's order."""
-    merged = {**t.params, **{k: v for k, v in t.user_attrs.items() if k in {p.name for p in s.space}}}
-    return {p.name: merged[p.name] for p in s.space if p.name in merged}
-
-
-def eval_loss(t: FrozenTrial) -> float | None:
-    if "eval_loss" in t.user_attrs:  # the value may be a task metric (sweep.objective)
-        return t.user_attrs["eval_loss"]
-    if t.state == TrialState.COMPLETE:
-        return t.value
-    if t.intermediate_values:
-        return t.intermediate_values[max(t.intermediate_values)]
-    return None
-
-
-def rank_value(t: FrozenTrial) -> float:
-    """Complete trials by their value (the objective); others by their last eval loss."""
-    value = t.value if t.state == TrialState.COMPLETE else eval_loss(t)
-    return value if value is not None else float("inf")
 
 
 def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
@@ -78,9 +56,6 @@ def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
     return shlex.join(["python", "-m", "trainers", *user, *values, f"output_dir={out}"])
 
 
-MIN_POINTS = 5  # below this, importances are noise presented as a finding
-
-
 def what_mattered(study) -> list[str]:
     """Optuna's fANOVA importances (random forests; how much of the loss's variance each parameter
     explains) of the eval loss at one step, over every trial that reached it, pruned ones
@@ -89,8 +64,6 @@ def what_mattered(study) -> list[str]:
     default, PED-ANOVA, looks at the best 10% only, which on the demo's 8 trials is one trial: it
     named dropout 100% where fANOVA names the rank 85-91% (seeds 0-2), as the losses show."""
     import optuna
-
-    from sweeper.report_files import common_step_study
 
     step, points = common_step_study(study)
     if points is None:
@@ -141,11 +114,11 @@ def final_report(study, s: SweepSettings) -> str:
     totals = cost_totals(trials)
     if totals:
         text.append(totals)
-    from sweeper.report_files import rows, write_report
-    from sweeper.wandb_summary import log_summary_run
+    from sweeper.results.wandb_summary import log_summary_run
 
     index = write_report(study, s, "\n".join(text))
     text.append(f"report: {index} (leaderboard as CSV and Markdown, plots)")
+    text += [f"report: {line}" for line in left_out(study)]
     if log_summary_run(study, s, rows(trials, s), index.parent) is not None:
         text.append(f"W&B: trial runs and a summary run ({s.study_name}-summary) in group {s.study_name!r}")
     if resolve_mode(s.trial.tracking) == "offline":

@@ -1,4 +1,4 @@
-"""`make dashboard` (`python -m sweeper.dashboard [overrides]`): the sweep's study storage served by
+"""`make dashboard` (`python -m sweeper.results.dashboard [overrides]`): the sweep's study storage served by
 optuna-dashboard on 127.0.0.1:sweep.dashboard_port, the same overrides picking the same study."""
 import sys
 from pathlib import Path

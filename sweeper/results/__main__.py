@@ -1,0 +1,26 @@
+"""`make report` (`python -m sweeper.results [overrides]`): the report of the study the same
+overrides name, as it stands (outputs/<study>/report/, leaderboard.txt, the W&B summary run)."""
+import sys
+
+
+def main(argv: list[str]) -> int:
+    """`make report`: the report of the study the same overrides name, as it stands."""
+    import optuna
+
+    from sweeper.results.report import final_report
+    from sweeper.settings import sweep_settings
+    from trainers.settings import ConfigError
+
+    try:
+        s = sweep_settings(argv, check_values=False)
+        study = optuna.load_study(study_name=s.study_name, storage=s.storage)
+    except (ConfigError, KeyError) as e:
+        print(f"error: {e if isinstance(e, ConfigError) else f'no study {s.study_name!r} in {s.storage_shown}'}",
+              file=sys.stderr)
+        return 2
+    print(final_report(study, s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

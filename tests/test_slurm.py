@@ -1,0 +1,127 @@
+"""sweep.launcher=slurm on a real SLURM cluster: two slurmd (n1, n2) and a slurmctld on this host
+(tests/slurm/cluster.sh; .ci/run installs Debian's slurm-wlm and munge). An array of two sweep
+workers on one PostgreSQL study, one of them requeued mid-trial: the study still ends with exactly
+n_trials finished trials, the interrupted trial is failed and retried from its checkpoint, and
+trials ran on both nodes. The submitter follows it and writes the report."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from test_sweep import POSTGRES, load, wait_for
+
+pytestmark = pytest.mark.slow
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="session")
+def slurm_conf(tmp_path_factory):
+    """The test cluster .ci/run started (QLORA_TEST_SLURM_CONF), else one of our own for the session."""
+    if os.environ.get("QLORA_TEST_SLURM_CONF"):
+        yield os.environ["QLORA_TEST_SLURM_CONF"]
+        return
+    if shutil.which("slurmctld") is None or shutil.which("munged") is None or os.geteuid() != 0:
+        pytest.skip("needs root and Debian's slurm-wlm and munge (bash .ci/run installs them)")
+    folder = tmp_path_factory.mktemp("slurm-cluster")
+    script = ROOT / "tests" / "slurm" / "cluster.sh"
+    subprocess.run(["bash", str(script), "start", str(folder)], check=True, timeout=120)
+    try:
+        yield str(folder / "slurm.conf")
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(folder)], timeout=60)
+
+
+def squeue(conf: str) -> dict[str, tuple[str, str]]:
+    """Array task id (JOB_TASK) -> (state, node)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T %N"], env={**os.environ, "SLURM_CONF": conf},
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split() + [""] for line in out.splitlines() if line.strip()]
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    args = short_trial + [
+        "train.warmup_steps=0", "train.max_steps=60", "train.eval_steps=10", "tracking.mode=disabled",
+        "sweep.pruner=none", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}", f"sweep.study_name={name}",
+        "sweep.n_trials=4", "sweep.devices=cpu", "sweep.trials_per_device=1", "sweep.heartbeat_interval=2",
+        "sweep.grace_period=6", "sweep.launcher=slurm", "sweep.slurm.workers=2", "sweep.slurm.gpus_per_worker=1",
+        "sweep.slurm.cpus_per_worker=1"]
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # A trial with a checkpoint behind it, running in one of the array's tasks: requeue that task.
+        def checkpointed_trial():
+            try:
+                study = load(POSTGRES, name)
+            except KeyError:  # not created yet
+                return None
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                folder = tmp_path / "sweep" / "trials" / str(t.number)
+                if "node" in t.user_attrs and list(folder.glob("checkpoint-*")):
+                    return t
+            return None
+
+        wait_for(lambda: checkpointed_trial() is not None, timeout=400, every=0.5)
+        victim = checkpointed_trial()
+        tasks = {node: task for task, (state, node) in squeue(slurm_conf).items() if state == "RUNNING"}
+        assert set(tasks) == {"n1", "n2"}, tasks  # one worker per node
+        subprocess.run(["scontrol", "requeue", tasks[victim.user_attrs["node"]]], env=env, check=True)
+        out, _ = follower.communicate(timeout=600)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        subprocess.run(["scancel", f"--name=qlora-sweep-{name}"], env=env, timeout=60)  # after a failure
+    (tmp_path / "follower.log").write_text(out)  # kept for a failure's post-mortem
+    assert follower.returncode == 0, out[-4000:]
+    study = load(POSTGRES, name)
+    trials = study.get_trials(deepcopy=False)
+    assert sum(t.state in FINISHED for t in trials) == 4, [(t.number, t.state) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    interrupted = study.trials[victim.number]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"] == "interrupted", \
+        interrupted.user_attrs
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state in FINISHED and retry.params == interrupted.params
+    assert retry.user_attrs["resumed_from_step"] >= 10 and retry.user_attrs["first_step"] > 10  # from its checkpoint
+    assert {t.user_attrs["node"] for t in trials if "node" in t.user_attrs} == {"n1", "n2"}
+    assert "submitted SLURM job" in out and "Ctrl-C stops following, not the job" in out
+    assert f"(retry of trial {victim.number}), resuming from checkpoint-" in out
+    assert "best adapter:" in out and (tmp_path / "sweep" / "report" / "index.html").exists()
+    (script,) = (tmp_path / "sweep" / "slurm").glob("*.sbatch")
+    text = script.read_text()
+    assert "#SBATCH --array=0-1" in text and "#SBATCH --requeue" in text and "#SBATCH --gres=gpu:1" in text
+    assert "postgresql://" not in text, "the storage URL reaches the tasks through their environment only"
+    optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_follower_ctrl_c_leaves_the_job_running(slurm_conf, short_trial, tmp_path):
+    """Ctrl-C of the submitter stops following only; it says how to cancel the job."""
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    args = short_trial + ["tracking.mode=disabled", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
+                          f"sweep.study_name={name}", "sweep.n_trials=1", "sweep.devices=cpu",
+                          "sweep.trials_per_device=1", "sweep.launcher=slurm", "sweep.slurm.workers=1",
+                          "sweep.slurm.gpus_per_worker=0", "train.max_steps=400"]
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for(lambda: (tmp_path / "sweep" / "slurm").exists() and any(
+        state == "RUNNING" for state, _ in squeue(slurm_conf).values()), timeout=120)
+    follower.send_signal(signal.SIGINT)
+    out, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 130, out
+    (job,) = {task.split("_")[0] for task in squeue(slurm_conf)}
+    assert f"stopped following; SLURM job {job} goes on (cancel it with: scancel {job})" in out
+    subprocess.run(["scancel", job], env=env, check=True)
+    wait_for(lambda: not squeue(slurm_conf), timeout=60)
+    time.sleep(1)
+    optuna.delete_study(study_name=name, storage=POSTGRES)
