@@ -1,14 +1,18 @@
 """make bench-overhead: what the sweep costs over running the same trials by hand. The same K
 trials (same values) run (a) as K processes of bench/hand_run.py, a plain TRL script, one after
 the other, and (b) through `make sweep` with those values enqueued, pruning off, one trial at a
-time. Prints each wall time, the ratio b/a, and the fixed cost per trial (wall time not spent
-loading the model or training) split by phase. Last line: overhead_ratio=<x> fixed_cost_s=<y>.
-python bench/overhead.py [--trials 8] [--steps 150] [--out outputs/bench-overhead]"""
+time. The two ways are interleaved over R rounds (a then b, b then a, ...), so a machine whose
+load changes during the benchmark slows both alike; each round gives its own ratio b/a and the
+median is reported. Prints each round's wall times and the machine's load, and the fixed cost per
+trial (wall time not spent loading the model or training) split by phase, averaged over rounds.
+Last line: overhead_ratio=<median b/a> fixed_cost_s=<median fixed cost of b>.
+python bench/overhead.py [--trials 8] [--steps 150] [--rounds 3] [--out outputs/bench-overhead]"""
 import argparse
 import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -109,38 +113,68 @@ def fixed_cost(wall: float, runs: list[dict]) -> float:
     return (wall - work) / len(runs)
 
 
+def one_round(values: list[dict], steps: int, out: Path, hand_first: bool) -> dict:
+    """Both ways, in the given order; wall times, per-trial phases, the sweep's own time, losses."""
+    out.mkdir(parents=True, exist_ok=True)
+    load = [os.getloadavg()[0]]
+    got = {}
+    for way in (("hand", "sweep") if hand_first else ("sweep", "hand")):
+        print(f"  {'(a) by hand, one process each' if way == 'hand' else '(b) make sweep, one trial at a time'}:",
+              flush=True)
+        if way == "hand":
+            got["hand"] = hand_runs(values, steps, out)
+        else:
+            got["sweep_wall"], got["trials"], got["own"] = sweep_run(values, steps, out)
+        load.append(os.getloadavg()[0])
+    got["hand_wall"] = sum(r["wall_s"] for r in got["hand"])
+    got["ratio"] = got["sweep_wall"] / got["hand_wall"]
+    got["load"] = load
+    same = all(abs(h["eval_loss"] - t["eval_loss"]) < 1e-3 for h, t in zip(got["hand"], got["trials"]))
+    print(f"  eval losses by hand {[round(h['eval_loss'], 4) for h in got['hand']]}, in the sweep "
+          f"{[round(t['eval_loss'], 4) for t in got['trials']]}: {'the same' if same else 'DIFFERENT'} training")
+    if not same:  # a ratio of unlike work means nothing
+        sys.exit("the sweep's trials did not train what the hand runs trained: no ratio")
+    return got
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=8)  # the default sweep's n_trials
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench-overhead"))
     a = ap.parse_args()
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
     values = trial_values(a.trials)
     ensure_demo_inputs()
-    print(f"{a.trials} trials of {a.steps} steps on the demo model; (a) by hand, one process each:", flush=True)
-    hand = hand_runs(values, a.steps, out)
-    hand_wall = sum(r["wall_s"] for r in hand)
-    print("(b) make sweep, the same values enqueued, pruning off, one trial at a time:", flush=True)
-    sweep_wall, trials, own = sweep_run(values, a.steps, out)
+    print(f"{a.trials} trials of {a.steps} steps on the demo model, both ways, in {a.rounds} interleaved rounds",
+          flush=True)
+    rounds = []
+    for i in range(a.rounds):
+        print(f"round {i + 1} ({'hand runs first' if i % 2 == 0 else 'sweep first'}):", flush=True)
+        rounds.append(one_round(values, a.steps, out / f"round-{i + 1}", hand_first=i % 2 == 0))
+    n = len(values) * len(rounds)
     names = list(dict.fromkeys([*PHASE.values()]))
-    print(f"\n| phase, seconds per trial | (a) by hand | (b) sweep |\n|---|---|---|")
+    print(f"\n| phase, seconds per trial (mean of {len(rounds)} rounds) | (a) by hand | (b) sweep |\n|---|---|---|")
     for name in names:
-        h = sum(r["phases"].get(name, 0.0) for r in hand) / len(hand)
-        s = sum(t["phases"].get(name, 0.0) for t in trials) / len(trials)
-        print(f"| {name}{' (work)' if name in WORK.values() else ''} | {h:.2f} | {s:.2f} |")
-    for name, seconds in own.items():
-        print(f"| {name} | - | {seconds / len(trials):.2f} |")
-    hand_fixed, sweep_fixed = fixed_cost(hand_wall, hand), fixed_cost(sweep_wall, trials)
-    print(f"| **fixed cost per trial** (wall - model load - training) | {hand_fixed:.2f} | {sweep_fixed:.2f} |")
-    print(f"| wall time, all {len(values)} trials | {hand_wall:.1f} | {sweep_wall:.1f} |\n")
-    same = all(abs(h["eval_loss"] - t["eval_loss"]) < 1e-3 for h, t in zip(hand, trials))
-    print(f"eval losses by hand {[round(h['eval_loss'], 4) for h in hand]}, in the sweep "
-          f"{[round(t['eval_loss'], 4) for t in trials]}: {'the same' if same else 'DIFFERENT'} training")
-    if not same:  # a ratio of unlike work means nothing
-        sys.exit("the sweep's trials did not train what the hand runs trained: no ratio")
-    print(f"overhead_ratio={sweep_wall / hand_wall:.3f} fixed_cost_s={sweep_fixed:.2f}")
+        h = sum(r["phases"].get(name, 0.0) for got in rounds for r in got["hand"]) / n
+        sw = sum(t["phases"].get(name, 0.0) for got in rounds for t in got["trials"]) / n
+        print(f"| {name}{' (work)' if name in WORK.values() else ''} | {h:.2f} | {sw:.2f} |")
+    for name in rounds[0]["own"]:
+        print(f"| {name} | - | {sum(got['own'][name] for got in rounds) / n:.2f} |")
+    hand_fixed = [fixed_cost(got["hand_wall"], got["hand"]) for got in rounds]
+    sweep_fixed = [fixed_cost(got["sweep_wall"], got["trials"]) for got in rounds]
+    print(f"| **fixed cost per trial** (wall - model load - training), median | {statistics.median(hand_fixed):.2f} | "
+          f"{statistics.median(sweep_fixed):.2f} |\n")
+    print("| round | order | (a) wall s | (b) wall s | ratio b/a | fixed cost a / b, s | load avg (1 min) before, "
+          "between, after |\n|---|---|---|---|---|---|---|")
+    for i, (got, hf, sf) in enumerate(zip(rounds, hand_fixed, sweep_fixed)):
+        print(f"| {i + 1} | {'a, b' if i % 2 == 0 else 'b, a'} | {got['hand_wall']:.1f} | {got['sweep_wall']:.1f} | "
+              f"{got['ratio']:.3f} | {hf:.2f} / {sf:.2f} | {', '.join(f'{x:.2f}' for x in got['load'])} |")
+    ratios = [got["ratio"] for got in rounds]
+    print(f"\nratios by round {', '.join(f'{r:.3f}' for r in ratios)}: spread {max(ratios) - min(ratios):.3f}")
+    print(f"overhead_ratio={statistics.median(ratios):.3f} fixed_cost_s={statistics.median(sweep_fixed):.2f}")
 
 
 if __name__ == "__main__":
