@@ -78,17 +78,21 @@ def node(url: str, name: str, path: str, trials: int, seconds: float, interval: 
     from sweeper.study import NODE_CONNECTIONS, build_storage, serve_trials, trial_storage
 
     s = sweep_settings([f"sweep.storage={url}", f"sweep.study_name={name}"], check_values=False)
-    if path == "node":  # exactly what a sweep process does for its trial processes
-        rdb = build_storage(s, connections=NODE_CONNECTIONS)
-        address = serve_trials(optuna.load_study(study_name=name, storage=rdb))
+    try:
+        if path == "node":  # exactly what a sweep process does for its trial processes
+            rdb = build_storage(s, connections=NODE_CONNECTIONS)
+            address = serve_trials(optuna.load_study(study_name=name, storage=rdb))
 
-        def storage_of():
-            return trial_storage(address)
-    else:
-        rdb = build_storage(s)
+            def storage_of():
+                return trial_storage(address)
+        else:
+            rdb = build_storage(s)
 
-        def storage_of():
-            return build_storage(s)
+            def storage_of():
+                return build_storage(s)
+    except Exception as e:  # the node's own sweep process could not open the study: none of its trials run
+        results.append([([], [f"{type(e).__name__} (node): {str(e).splitlines()[0][:160]}"])] * trials)
+        return
     out, barrier = [], threading.Barrier(trials)
     threads = [threading.Thread(target=trial_loop, args=(storage_of, rdb, name, seconds, interval, out, barrier))
                for _ in range(trials)]
@@ -106,6 +110,8 @@ def connections(url: str) -> int:
     sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{u.database}'"
     proc = subprocess.run(["psql", "-h", u.host or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres",
                            "-d", "postgres", "-tAc", sql], capture_output=True, text=True)
+    if proc.returncode != 0:  # "too many clients already": the sampler itself was refused, so at the limit
+        return -1
     return int(proc.stdout.strip() or 0)
 
 
@@ -123,9 +129,11 @@ def run(url: str, path: str, trials: int, nodes: int, seconds: float, interval: 
         before = connections(url)
         for p in procs:
             p.start()
-        peak = before
+        peak, refused = before, 0
         while any(p.is_alive() for p in procs):
-            peak = max(peak, connections(url))
+            now = connections(url)
+            refused += now < 0
+            peak = max(peak, now)
             time.sleep(0.5)
         results = [r for node_out in results for r in node_out]
     ops = [o for r, _ in results for o in r]
@@ -135,7 +143,7 @@ def run(url: str, path: str, trials: int, nodes: int, seconds: float, interval: 
     for e in errors:
         kinds[e[:120]] = kinds.get(e[:120], 0) + 1
     return {"path": path, "trials": trials, "nodes": nodes, "ops": len(ops), "errors": len(errors),
-            "error_kinds": kinds, "connections_before": before, "connections_peak": peak,
+            "error_kinds": kinds, "connections_before": before, "connections_peak": peak, "sampler_refused": refused,
             "trials_that_ran": sum(1 for r, _ in results if r),
             "p50_ms": round(1000 * statistics.median(ops), 1) if ops else None,
             "p95_ms": round(1000 * statistics.quantiles(ops, n=20)[-1], 1) if len(ops) > 1 else None}
@@ -155,7 +163,9 @@ def main():
     for path in ("direct", "node"):
         got[path] = r = run(a.url, path, a.trials, a.nodes, a.seconds, a.interval)
         print(f"{path}: {r['ops']} operations, {r['errors']} errors, {r['trials_that_ran']}/{a.trials} trials ran, "
-              f"connections {r['connections_before']} before, {r['connections_peak']} at most; latency p50 "
+              f"connections {r['connections_before']} before, {r['connections_peak']} at most"
+              f"{f' (and {refused} samples refused: the server was full)' if (refused := r['sampler_refused']) else ''}; "
+              f"latency p50 "
               f"{r['p50_ms']} ms, p95 {r['p95_ms']} ms; errors by kind: {r['error_kinds'] or 'none'}", flush=True)
     print(f"connections_direct={got['direct']['connections_peak']} connections_node={got['node']['connections_peak']} "
           f"errors_direct={got['direct']['errors']} errors_node={got['node']['errors']}")
