@@ -1,7 +1,9 @@
 """`python -m sweeper [hydra overrides]` (what `make sweep` runs): validate everything, open the
 study, keep every slot of every device busy with trial processes until it holds sweep.n_trials
-finished ones, report."""
+finished ones, report. With sweep.launcher=slurm: submit a job array whose tasks each do that on
+their node, and follow the study from here."""
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -66,11 +68,14 @@ def run_sweep(s, devices, executor) -> int:
     # "experimental" and warns about on every ask.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO lines ("A new study created...") are ours to say
     storage = build_storage(s, connections=NODE_CONNECTIONS)
     study = open_study(s, storage)
-    view = LiveView(s.n_trials)
+    view = LiveView(s.n_trials, quiet=s.quiet)
     view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
               f"storage {s.storage_shown}")
+    args = f" ARGS={shlex.quote(shlex.join(s.overrides_shown))}" if s.overrides else ""
+    view.note(f"watch it in optuna-dashboard (http://127.0.0.1:{s.dashboard_port}/): make dashboard{args}")
     s.dir.mkdir(parents=True, exist_ok=True)
     executor.log_dir = s.dir  # the spares it starts from now on print there
     executor.stall_timeout, executor.trial_timeout = s.stall_timeout, s.trial_timeout
@@ -122,10 +127,13 @@ def storage_from_environment(argv: list[str]) -> list[str]:
 def run_on_slurm(s) -> int:
     """Create the study and its baseline here, once (Optuna's schema creation races when several
     processes meet a fresh PostgreSQL database), submit the array, then follow it."""
+    import optuna
+
     from sweeper.follow import follow
     from sweeper.slurm import submit
     from sweeper.study import build_storage, counts, open_study
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(s, build_storage(s))
     print(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
           f"storage {s.storage_shown}", flush=True)
@@ -151,8 +159,15 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from trainers.config import hydra_cli, wants_hydra_cli
+    from trainers.config import hydra_cli, unknown_flag, version, wants_hydra_cli
 
+    if "--version" in argv:
+        print(version())
+        return 0
+    refusal = unknown_flag(argv, "python -m sweeper")
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if wants_hydra_cli(argv):
         return hydra_cli(argv, "python -m sweeper")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C

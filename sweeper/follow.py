@@ -66,7 +66,7 @@ def follow(s, study, job_id: str | None = None) -> int:
     """Until the study is done (0, after the final report), or the job has no task left (1)."""
     from sweeper.slurm import job_alive
 
-    view = LiveView(s.n_trials)
+    view = LiveView(s.n_trials, quiet=s.quiet)
     follower = Follower(s, study, view)
     while True:
         tally = follower.poll()

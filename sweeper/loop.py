@@ -27,7 +27,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str], resume_from: Path | None) -> list[str]:
     out = values_overrides + [f"output_dir={trial_dir(s.dir, number)}", f"tracking.group={s.study_name}",
-                              f"tracking.run_name=trial-{number}", "tracking.job_type=trial"]
+                              f"tracking.run_name={s.study_name}/trial-{number}", "tracking.job_type=trial"]
     if s.checkpoints:  # one per eval: a killed trial loses at most one eval interval
         out += ["train.save_strategy=steps", "train.save_steps=${train.eval_steps}"]
     if resume_from is not None:
@@ -137,8 +137,8 @@ class SweepLoop:
         # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
         resume_from = resume_point([trial_dir(s.dir, n) for n in Retry.retry_history(frozen)]) \
             if s.checkpoints else None
-        if resume_from is not None:
-            trial.set_user_attr("resumed_from", str(resume_from))
+        # Always set: a retry inherits its predecessor's, which may have resumed from elsewhere.
+        trial.set_user_attr("resumed_from", None if resume_from is None else str(resume_from))
         trial.set_user_attr("device", slot.label)
         # Last, and the trial's own number: a retry inherits every attribute of the trial it repeats,
         # so a follower (sweeper/follow) waits for this one to show the trial with its own attributes.

@@ -62,6 +62,7 @@ class SweepSettings:
     trials_per_device: object     # K, or "auto": sized from a measured peak
     debug_device_memory_mb: int | None  # tests: a pretend device size, enforced on host memory
     dashboard_port: int           # make dashboard serves the storage on 127.0.0.1 at this port
+    quiet: bool                   # the live view says trial ends only, not starts and evals
     final_report: bool            # write the report when the study is done
     launcher: str                 # local (trials here) or slurm (array tasks, each a sweep on its node)
     slurm: SlurmSettings
@@ -82,6 +83,12 @@ class SweepSettings:
         """The user's overrides minus the storage URL (it may hold a password): what a trial
         process is handed in its job file; the URL itself reaches it through a pipe."""
         return [o for o in self.overrides if not is_storage_override(o)]
+
+    @property
+    def overrides_shown(self) -> list[str]:
+        """The user's overrides as they may be printed: a storage password as ***."""
+        return [f"sweep.storage={hide_password(o.split('=', 1)[1])}" if is_storage_override(o) else o
+                for o in self.overrides]
 
     @property
     def fingerprint_hash(self) -> str:
@@ -188,7 +195,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         raise ConfigError("sweep.enqueue", enqueue, "a list of {parameter: value} mappings")
     enqueue = [check_enqueued(e, space, f"sweep.enqueue[{i}]") for i, e in enumerate(enqueue)]
     candidates = _check_candidates(space, overrides) if check_values else []
-    for key in ("checkpoints", "final_report"):
+    for key in ("checkpoints", "final_report", "quiet"):
         if not isinstance(raw.get(key), bool):
             raise ConfigError(f"sweep.{key}", raw.get(key), "true or false")
     if raw.get("launcher") not in LAUNCHERS:
@@ -208,7 +215,8 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
         trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
         debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
-        dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], launcher=raw["launcher"],
+        dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], quiet=raw["quiet"],
+        launcher=raw["launcher"],
         slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue, space=space, trial=trial,
         overrides=list(overrides), candidates=candidates,
         fingerprint={**fingerprint(raw_space, trial, space),

@@ -91,7 +91,7 @@ def check_existing(storage, s: SweepSettings) -> None:
         names = ", ".join(d.name.lower() for d in directions)
         raise ConfigError("sweep.study_name", s.study_name, f"exists with direction {names}; this sweep minimizes "
                           "eval loss: choose another sweep.study_name")
-    stored = storage.get_study_user_attrs(study_id).get("fingerprint")
+    stored = stored_fingerprint(storage, study_id)
     if stored is not None and stored != s.fingerprint:
         diff = _differences(stored, s.fingerprint)
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
@@ -99,12 +99,28 @@ def check_existing(storage, s: SweepSettings) -> None:
                           f"config: {shown}. Restore them or choose another sweep.study_name")
 
 
+# The search space and fixed config a study was made with, as a study *system* attribute: kept
+# out of what optuna-dashboard and `optuna studies` show (a user attribute, it was a screenful of
+# JSON above every study).
+FINGERPRINT = "qlora_sweep:fingerprint"
+
+
+def stored_fingerprint(storage, study_id: int) -> dict | None:
+    """The study's fingerprint (a user attribute in studies made before 2026-12)."""
+    stored = storage.get_study_system_attrs(study_id).get(FINGERPRINT)
+    return stored if stored is not None else storage.get_study_user_attrs(study_id).get("fingerprint")
+
+
 def open_study(s: SweepSettings, storage) -> optuna.Study:
     check_existing(storage, s)
     study = optuna.create_study(study_name=s.study_name, storage=storage, sampler=build_sampler(s),
                                 pruner=build_pruner(s), direction="minimize", load_if_exists=True)
-    if "fingerprint" not in study.user_attrs:
-        study.set_user_attr("fingerprint", s.fingerprint)
+    if stored_fingerprint(storage, study._study_id) is None:
+        storage.set_study_system_attr(study._study_id, FINGERPRINT, s.fingerprint)
+    if study.metric_names is None:  # optuna-dashboard and the CLI call the value this, not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([s.objective])
     for params in s.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
     return study

@@ -1,6 +1,7 @@
 """What a person watching the sweep sees: one line per trial start, per evaluation and per end,
-with the study's tally. On a terminal, a block below them shows every running trial (slot,
-values, step, last eval loss), redrawn in place."""
+with the study's tally (sweep.quiet: ends only). On a terminal, a block below them shows every
+running trial (slot, values, what it is doing: loading, the step and last eval loss, saving),
+redrawn in place."""
 import sys
 from pathlib import Path
 
@@ -9,9 +10,13 @@ def format_values(values: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
+PHASES = {"starting": "starting", "loading": "loading data and model", "saving": "saving"}
+
+
 class LiveView:
-    def __init__(self, n_trials: int, stream=sys.stdout):
+    def __init__(self, n_trials: int, stream=sys.stdout, quiet: bool = False):
         self.n_trials = n_trials
+        self.quiet = quiet  # no start or eval lines: a long sweep's log keeps its ends, notes and report
         self.stream = stream
         self.tty = stream.isatty()
         self.trials: dict[int, dict] = {}  # running: slot, values, step, max_steps, eval_loss
@@ -25,8 +30,9 @@ class LiveView:
         lines = []
         for number, t in sorted(self.trials.items()):
             loss = "" if t["eval_loss"] is None else f"  eval_loss {t['eval_loss']:.4f}"
-            lines.append(f"  ▸ trial {number} [{t['slot']}] step {t['step']}/{t['max_steps']}{loss}  "
-                         f"{format_values(t['values'])}")
+            doing = f"step {t['step']}/{t['max_steps']}{loss}" if t["phase"] == "training" else \
+                PHASES.get(t["phase"], t["phase"])
+            lines.append(f"  ▸ trial {number} [{t['slot']}] {doing}  {format_values(t['values'])}")
         if lines:
             lines.append(f"  {self.last_tally}")
         return lines
@@ -49,19 +55,21 @@ class LiveView:
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
         if resume_from is not None:
             again += f", resuming from {resume_from.name}"
-        self.trials[number] = {"slot": slot, "values": values, "step": 0, "max_steps": "?", "eval_loss": None}
+        self.trials[number] = {"slot": slot, "values": values, "step": 0, "max_steps": "?", "eval_loss": None,
+                               "phase": "starting"}
         self.last_tally = self.tally(tally)
         where = f" [{slot}]" if slot != "cpu" else ""
-        self._print(f"trial {number}{where} ▸ {format_values(values)}{again}   [{self.last_tally}]")
+        self._print(None if self.quiet else f"trial {number}{where} ▸ {format_values(values)}{again}   "
+                                            f"[{self.last_tally}]")
 
     def progress(self, number: int, p: dict | None) -> None:
         """A running trial's progress.json, as its executor read it."""
         t = self.trials.get(number)
-        if t is None or p is None or (p["step"], p["eval_loss"]) == (t["step"], t["eval_loss"]):
+        if t is None or p is None or (p["step"], p["eval_loss"], p.get("phase")) == (t["step"], t["eval_loss"], t["phase"]):
             return
         new_eval = p["eval_loss"] is not None and p["eval_loss"] != t["eval_loss"]
-        t.update(step=p["step"], max_steps=p["max_steps"] or "?", eval_loss=p["eval_loss"])
-        if new_eval:
+        t.update(step=p["step"], max_steps=p["max_steps"] or "?", eval_loss=p["eval_loss"], phase=p.get("phase", t["phase"]))
+        if new_eval and not self.quiet:
             self._print(f"trial {number}   step {p['step']}/{p['max_steps']}  eval_loss {p['eval_loss']:.4f}")
         elif self.tty:
             self._print(None)

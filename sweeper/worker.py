@@ -98,7 +98,10 @@ def trial_callback(trial, progress: Progress, meter=None):
 
                 if wandb.run is not None:
                     cost = meter.summary() if meter is not None else {}
-                    wandb.run.summary.update({"state": "pruned", "pruned_at_step": self.step, "eval_loss": loss, **cost})
+                    from trainers.tracking import wandb_names
+
+                    wandb.run.summary.update(wandb_names({"state": "pruned", "pruned_at_step": self.step,
+                                                          "eval_loss": loss, **cost}))
                 raise optuna.TrialPruned(f"pruned at step {self.step} (eval_loss {loss:.4f})")
 
     return ReportAndPrune()

@@ -112,3 +112,22 @@ def test_hydra_command_line_help_cfg_info(command, tmp_path):
     assert job["lora"]["r"] == 8 and job["quant"]["bits"] == 8 and "sweep" in job
     assert "Config search path" in run("--info")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["sweeper", "trainers"])
+@pytest.mark.parametrize("flag,says", [("-m", "drop -m"), ("--multirun", "drop --multirun"),
+                                       ("-cp", "not an option of python -m")])
+def test_hydra_flags_this_command_does_not_take_are_one_line(command, flag, says, tmp_path):
+    """Hydra's multirun and other launcher flags: refused in the project's words, not a lexer error."""
+    proc = subprocess.run([sys.executable, "-m", command, "lora.r=8", flag], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and line.startswith(f"error: {flag}: ") and says in line, proc.stderr
+    assert "Lexer" not in line and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["sweeper", "trainers"])
+def test_version(command, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", command, "--version"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "qlora-sweep 0.1.0"

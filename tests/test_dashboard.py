@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 
@@ -49,6 +50,8 @@ def test_dashboard_serves_the_study_and_its_trials(tmp_path):
         detail = get(f"http://127.0.0.1:{port}/api/studies/{served['study_id']}?after=0")
         assert len(detail["trials"]) == 2
         assert sorted(t["values"][0] for t in detail["trials"]) == [1.2, 2.4]
+        assert detail["objective_names"] == ["eval_loss"]  # not "Objective 0"
+        assert served["user_attrs"] == [] and detail["user_attrs"] == []  # the fingerprint is a system attribute
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -59,3 +62,14 @@ def test_dashboard_without_a_study_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: sweep.storage=") and "run make sweep" in proc.stderr
+
+
+def test_optuna_cli_lists_the_study_without_its_fingerprint(tmp_path):
+    args = [f"sweep.dir={tmp_path}", "sweep.study_name=cli", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}"]
+    s = sweep_settings(args, check_values=False)
+    open_study(s, build_storage(s))
+    proc = subprocess.run([str(Path(sys.executable).parent / "optuna"), "studies", "--storage", s.storage, "-f", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    (listed,) = json.loads(proc.stdout)
+    assert listed["name"] == "cli" and "fingerprint" not in proc.stdout and "search.lora_r" not in proc.stdout

@@ -64,9 +64,9 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert said == ["target attention -> q_proj, k_proj, v_proj, o_proj (4 x 2 layers); r=8: 14.3K trainable; "
                     "r=16: 28.7K trainable; r=32: 57.3K trainable"]
     runs = {read_offline_run(d).name: read_offline_run(d) for d in offline_runs(tmp_path / "sweep" / "trials")}
-    assert sorted(runs) == [f"trial-{t.number}" for t in study.trials]
+    assert sorted(runs) == [f"t/trial-{t.number}" for t in study.trials]
     for t in study.trials:
-        run = runs[f"trial-{t.number}"]
+        run = runs[f"t/trial-{t.number}"]
         assert (run.group, run.job_type) == ("t", "trial")
         assert run.config["trial"]["lora_r"] == t.params["lora_r"] and run.config["lora"]["r"] == t.params["lora_r"]
         assert run.config["lora"]["target_modules"] == "attention"
@@ -74,14 +74,15 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
                                                  "self_attn.o_proj"]
         assert run.summary["state"] == t.state.name.lower() and run.tags == [t.state.name.lower()]
         last = t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
-        assert run.summary["eval_loss"] == pytest.approx(last)
+        assert run.summary["eval/loss"] == pytest.approx(last) and "eval_loss" not in run.summary  # one name
+        assert run.config["tracking"]["mode"] == "offline"  # what happened, not what was asked (online)
 
     for t in study.trials:  # what each trial cost, on the trial, in its W&B summary, on the leaderboard
         a = t.user_attrs
         assert a["wall_s"] > a["train_s"] > 0 and a["train_tokens"] > 0 and a["tokens_per_s"] > 0
         assert a["peak_memory_gib"] > 0.1 and a["peak_memory_of"] == "host rss" and a["max_steps"] == 20
         assert a["stopped_at_step"] == a["steps"]
-        assert runs[f"trial-{t.number}"].summary["train_tokens"] == a["train_tokens"]
+        assert runs[f"t/trial-{t.number}"].summary["train_tokens"] == a["train_tokens"]
     board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
     assert "tok/s  peak GiB" in board and "cost: 3 trials" in board and "pruning saved" in board
     report = tmp_path / "sweep" / "report"
@@ -97,9 +98,10 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert "rerun it alone: python -m trainers" in out and (tmp_path / "sweep" / "leaderboard.txt").exists()
     assert f"wandb sync {tmp_path / 'sweep' / 'trials'}/*/wandb/offline-run-* {tmp_path / 'sweep' / 'summary'}" in out
     (summary_dir,) = offline_runs(tmp_path / "sweep" / "summary")
+    summary_id = summary_dir.name.split("-")[-1]  # offline-run-<time>-summary-<the study's hash>
     summary_run = read_offline_run(summary_dir)
-    assert (summary_run.job_type, summary_run.group, summary_run.name) == ("sweep-summary", "t", "t-summary")
-    assert summary_run.summary["best_trial_run"] == f"trial-{study.best_trial.number}"
+    assert (summary_run.job_type, summary_run.group, summary_run.name) == ("sweep-summary", "t", "t/summary")
+    assert summary_run.summary["best_trial_run"] == f"t/trial-{study.best_trial.number}"
     logged = {k: v for h in summary_run.history for k, v in h.items()}  # nested keys joined with "/"
     assert logged["leaderboard/_type"] == "table-file" and logged["leaderboard/nrows"] == 3
     assert logged["plots/curves/_type"] == "image-file"  # 3 trials: too few for the plots at a common step
@@ -120,6 +122,8 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert tokenizer.decode(generated, skip_special_tokens=True).strip() != ""
     again = sweep(args)  # the study is complete; the measured peak is read from it, not measured again
     assert again.returncode == 0 and "measuring" not in again.stdout and "slots: cpu x2" in again.stdout
+    (rewritten,) = offline_runs(tmp_path / "sweep" / "summary")  # its report updated the one summary run
+    assert rewritten.name.split("-", 3)[3] == summary_dir.name.split("-", 3)[3] == f"summary-{summary_id}"
 
 
 def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
@@ -145,6 +149,7 @@ def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
     (run_dir,) = offline_runs(trial_dir)
     run = read_offline_run(run_dir)
     assert run.summary["state"] == "pruned" and run.summary["pruned_at_step"] == stopped_at
+    assert run.summary["eval/loss"] == bad.intermediate_values[stopped_at] and "eval_loss" not in run.summary
     assert max(h.get("train/global_step", 0) for h in run.history) == stopped_at
     optuna.delete_study(study_name=name, storage=POSTGRES)
 

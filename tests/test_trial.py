@@ -62,7 +62,7 @@ def test_trial_trains_saves_and_tracks(bits, short_trial, tiny_model, tmp_path, 
     assert len(evals) == 2 and evals[-1] == pytest.approx(metrics["eval_loss"])
     assert evals[1] < evals[0], "LoRA on the pretrained tiny model learns the price format"
     assert run.summary["state"] == "complete"
-    assert run.summary["eval_loss"] == pytest.approx(metrics["eval_loss"])
+    assert run.summary["eval/loss"] == pytest.approx(metrics["eval_loss"]) and "eval_loss" not in run.summary
 
 
 def test_messages_dataset_trains_with_chat_template(short_trial, tmp_path):

@@ -45,6 +45,32 @@ def wants_hydra_cli(argv: list[str]) -> bool:
     return any(a.split("=", 1)[0] in HYDRA_FLAGS for a in argv)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return f"qlora-sweep {installed('qlora-sweep')}"
+    except PackageNotFoundError:
+        return "qlora-sweep (not installed: run from its folder)"
+
+
+def unknown_flag(argv: list[str], command: str) -> str | None:
+    """The one-line refusal of a flag this command does not take (Hydra's lexer would otherwise
+    report `LexerNoViableAltException: -m`), or None."""
+    for a in argv:
+        flag = a.split("=", 1)[0]
+        if not flag.startswith("-") or flag in HYDRA_FLAGS or flag == "--version":
+            continue
+        if flag in ("-m", "--multirun"):
+            many = ("a sweep is this command itself: its trials come from the search space (search=..., "
+                    "sweep.n_trials=...), not from Hydra's multirun" if command.endswith("sweeper") else
+                    "this command runs one trial; many, searched by Optuna, are make sweep")
+            return f"{flag}: {many}; drop {flag}"
+        return (f"{flag}: not an option of {command}, which takes Hydra overrides (key=value) and --help, "
+                "--cfg job, --info, --version")
+    return None
+
+
 def hydra_cli(argv: list[str], command: str) -> int:
     """Hand --help, --cfg job, --info (with any overrides) to hydra.main, which prints and returns
     before its task function would run; nothing is written (no outputs/ or .hydra folder)."""

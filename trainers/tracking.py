@@ -25,12 +25,26 @@ def resolve_mode(tracking: TrackingSettings) -> str:
     return tracking.mode
 
 
-def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_dir: Path, system_metadata: bool = True):
+# One name per metric in a run: transformers' callback logs the eval loss as eval/loss, so the
+# summary this project writes uses the same names, not a second eval_loss beside it.
+METRIC_NAMES = {"eval_loss": "eval/loss", "price_mae": "eval/price_mae", "price_within_20": "eval/price_within_20"}
+
+
+def wandb_names(metrics: dict) -> dict:
+    return {METRIC_NAMES.get(k, k): v for k, v in metrics.items()}
+
+
+def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_dir: Path, system_metadata: bool = True,
+              run_id: str | None = None):
     """Open the trial's W&B run, or return None when tracking is disabled. system_metadata=False
-    keeps W&B from recording this process's command line (a sweep's may hold a storage password)."""
+    keeps W&B from recording this process's command line (a sweep's may hold a storage password).
+    run_id: a run of this id is continued online (offline runs cannot be: syncing the newest one
+    replaces the run). The config records the mode that happened (online falls back to offline)."""
     mode = resolve_mode(tracking)
     if mode == "disabled":
         return None
+    if isinstance(config.get("tracking"), dict):
+        config = {**config, "tracking": {**config["tracking"], "mode": mode}}
     # wandb-core writes caches and logs under ~/.cache unless told otherwise.
     for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
         os.environ[var] = str((cache_dir / "wandb" / sub).resolve())
@@ -38,9 +52,10 @@ def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_
     import wandb
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    resume = {"id": run_id, **({"resume": "allow"} if mode == "online" else {})} if run_id else {}
     return wandb.init(project=tracking.project, entity=tracking.entity, group=tracking.group,
                       name=tracking.run_name, job_type=tracking.job_type, config=config,
-                      dir=str(output_dir), mode=mode, reinit="finish_previous",
+                      dir=str(output_dir), mode=mode, reinit="finish_previous", **resume,
                       settings=wandb.Settings(quiet=True, silent=True, x_disable_meta=not system_metadata))
 
 
@@ -48,7 +63,7 @@ def finish_run(run, summary: dict) -> None:
     """Write the summary and close the run; print how to upload it when it ran offline."""
     if run is None:
         return
-    for key, value in summary.items():
+    for key, value in wandb_names(summary).items():
         run.summary[key] = value
     state = run.summary.get("state")  # complete, pruned or failed: a tag, to filter runs by in W&B
     if state:

@@ -120,7 +120,8 @@ def final_report(study, s: SweepSettings) -> str:
     text.append(f"report: {index} (leaderboard as CSV and Markdown, plots)")
     text += [f"report: {line}" for line in left_out(study)]
     if log_summary_run(study, s, rows(trials, s), index.parent) is not None:
-        text.append(f"W&B: trial runs and a summary run ({s.study_name}-summary) in group {s.study_name!r}")
+        text.append(f"W&B: trial runs ({s.study_name}/trial-N) and a summary run ({s.study_name}/summary, updated by "
+                    f"every report) in group {s.study_name!r}")
     if resolve_mode(s.trial.tracking) == "offline":
         text.append(f"W&B runs were saved offline (not logged in, or tracking.mode=offline); upload them with: "
                     f"wandb sync {s.dir / 'trials'}/*/wandb/offline-run-* {s.dir / 'summary'}/wandb/offline-run-*")
