@@ -159,17 +159,11 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from trainers.config import hydra_cli, unknown_flag, version, wants_hydra_cli
+    from trainers.config import answer_flags
 
-    if "--version" in argv:
-        print(version())
-        return 0
-    refusal = unknown_flag(argv, "python -m sweeper")
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if wants_hydra_cli(argv):
-        return hydra_cli(argv, "python -m sweeper")
+    answered = answer_flags(argv, "python -m sweeper")
+    if answered is not None:
+        return answered
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
     from sweeper.settings import sweep_settings
     from sweeper.slots import find_devices

@@ -9,7 +9,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.job import read_progress
-from sweeper.results.trials import trial_values
+from sweeper.results.trials import eval_loss, trial_values
 from sweeper.study import counts
 from sweeper.view import LiveView
 
@@ -37,8 +37,7 @@ class Follower:
     def _end(self, t: FrozenTrial, tally: dict) -> None:
         self.shown.discard(t.number)
         self.done.add(t.number)
-        value = t.value if t.state == TrialState.COMPLETE else (
-            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        value = t.value if t.state == TrialState.COMPLETE else eval_loss(t)
         seconds = t.user_attrs.get("wall_s") or (t.duration.total_seconds() if t.duration else 0.0)
         # A retry inherits its predecessor's attributes, fail_reason included: only a failure has one.
         reason = t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""

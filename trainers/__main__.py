@@ -8,18 +8,12 @@ from trainers.settings import ConfigError
 def main(argv: list[str]) -> int:
     # No hub telemetry from trl/huggingface_hub, ever; HF_HUB_OFFLINE (if set) also stops downloads.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from trainers.config import compose_config, hydra_cli, unknown_flag, version, wants_hydra_cli
+    from trainers.config import answer_flags, compose_config
     from trainers.settings import trial_settings
 
-    if "--version" in argv:
-        print(version())
-        return 0
-    refusal = unknown_flag(argv, "python -m trainers")
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    if wants_hydra_cli(argv):
-        return hydra_cli(argv, "python -m trainers")
+    answered = answer_flags(argv, "python -m trainers")
+    if answered is not None:
+        return answered
     try:
         settings = trial_settings(compose_config(argv))
         from trainers.phases import mark

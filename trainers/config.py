@@ -84,3 +84,18 @@ def hydra_cli(argv: list[str], command: str) -> int:
 
     _print_only()
     return 0
+
+
+def answer_flags(argv: list[str], command: str) -> int | None:
+    """--version, a flag this command does not take (one line, exit 2), or Hydra's own --help,
+    --cfg, --info: the exit code once answered; None when argv is overrides to run."""
+    if "--version" in argv:
+        print(version())
+        return 0
+    refusal = unknown_flag(argv, command)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    if wants_hydra_cli(argv):
+        return hydra_cli(argv, command)
+    return None
