@@ -157,17 +157,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str]) -> int:
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from trainers.config import answer_flags
-
-    answered = answer_flags(argv, "python -m sweeper")
-    if answered is not None:
-        return answered
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
+def sweep(argv: list[str]):
+    """The sweep the overrides describe, run or continued (or, with sweep.launcher=slurm, submitted
+    and followed): (exit code, its settings). Bad input raises ConfigError before any study is
+    touched."""
     from sweeper.settings import sweep_settings
     from sweeper.slots import find_devices
 
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     executor = None
     argv = storage_from_environment(argv)
     try:
@@ -177,19 +174,35 @@ def main(argv: list[str]) -> int:
         if early.launcher == "slurm":  # trials run in the array's tasks, none here
             s = sweep_settings(argv)
             prepare(s)
-            return run_on_slurm(s)
+            return run_on_slurm(s), s
         devices = find_devices(early.devices)
         executor = start_executor(devices)
         s = sweep_settings(argv)
         prepare(s)
-        return run_sweep(s, devices, executor)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return run_sweep(s, devices, executor), s
     finally:
         if executor is not None:
             executor.close()
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    from trainers.config import answer_flags
+
+    answered = answer_flags(argv, "python -m sweeper")
+    if answered is not None:
+        return answered
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
+    try:
+        return sweep(argv)[0]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def cli() -> None:
+    """The qlora-sweep command (an installed package's `python -m sweeper`)."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -110,5 +110,10 @@ def main(argv: list[str]) -> int:
         return 130
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The qlora-follow command of an installed package."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,7 +6,7 @@ import optuna
 from optuna.trial import TrialState
 
 
-def rank_driven_study(n_trials: int, seed: int, dropout_effect: float, user_attrs: bool = False):
+def rank_driven_study(n_trials: int, seed: int, dropout_effect: float, user_attrs: bool = False, complete: int = 3):
     rng = random.Random(seed)
     dists = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
              "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
@@ -14,12 +14,12 @@ def rank_driven_study(n_trials: int, seed: int, dropout_effect: float, user_attr
     for i in range(n_trials):
         r, dropout = rng.choice([8, 16, 32]), rng.uniform(0.05, 0.2)
         at_10 = 5.0 - 0.1 * r + dropout_effect * dropout
-        complete = i < 3
-        curve = {10: at_10, 20: at_10 - 0.5, 40: at_10 - 1} if complete else {10: at_10}
+        done = i < complete
+        curve = {10: at_10, 20: at_10 - 0.5, 40: at_10 - 1} if done else {10: at_10}
         attrs = {"lora_alpha": 2 * r, "steps": max(curve), "wall_s": 10.0, "train_s": 5.0, "tokens_per_s": 1000.0,
                  "peak_memory_gib": 0.7} if user_attrs else {}
         study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if complete else TrialState.PRUNED, value=curve[40] if complete else None,
+            state=TrialState.COMPLETE if done else TrialState.PRUNED, value=curve[40] if done else None,
             params={"lora_r": r, "lora_dropout": dropout}, distributions=dists, intermediate_values=curve,
             user_attrs=attrs))
     return study

@@ -21,21 +21,38 @@ def study():
     return study
 
 
-def test_each_plot_has_one_point_or_line_per_finished_trial(study):
+def titles(figure) -> list[str]:
+    """Every title drawn on the figure: the figure's own and each axes' left, centre and right."""
+    drawn = [figure._suptitle.get_text()] if figure._suptitle is not None else []
+    drawn += [ax.get_title(loc=where) for ax in figure.axes for where in ("left", "center", "right")]
+    return [t for t in drawn if t]
+
+
+def test_each_plot_says_what_it_plots_once(study):
+    """The history, parallel coordinates and slices plot the objective of the completed trials,
+    so their best is the leaderboard's; the curves every trial; the importances say their step."""
     figures = {name: figure for name, (figure, _) in plots(study).items()}
     assert set(figures) == {"curves", "history", "importances", "parallel", "slices"}
+    for name, figure in figures.items():
+        (title,) = [t for t in titles(figure) if t not in ("lora_r", "lora_dropout")][:1] or [None]
+        assert title and len([t for t in titles(figure) if t == title]) == 1, (name, titles(figure))
+        assert not any(t.endswith(" Plot") for t in titles(figure)), (name, titles(figure))  # Optuna's own, gone
     curves = figures["curves"].axes[0]
     assert len(curves.get_lines()) == 8
     assert sorted(len(line.get_xdata()) for line in curves.get_lines()) == [1] * 5 + [3] * 3  # pruned: cut short
     assert curves.get_xlabel() == "training step" and curves.get_ylabel() == "eval loss"
     history = figures["history"].axes[0]
-    assert len(history.collections[0].get_offsets()) == 8 and history.get_ylabel() == "eval loss at step 10"
+    points = history.collections[0].get_offsets()
+    assert len(points) == 3 and history.get_ylabel() == "eval_loss"
+    assert min(points[:, 1]) == study.best_value  # the leaderboard's best
+    assert titles(figures["history"]) == ["History: eval_loss of the 3 completed trials"]
     slices = [ax for ax in figures["slices"].axes if ax.get_xlabel() in ("lora_r", "lora_dropout")]  # not the colorbar
-    assert len(slices) == 2 and all(len(ax.collections[0].get_offsets()) == 8 for ax in slices)
+    assert len(slices) == 2 and all(len(ax.collections[0].get_offsets()) == 3 for ax in slices)
     parallel = figures["parallel"].axes[0]
-    assert sum(len(c.get_segments()) for c in parallel.collections if hasattr(c, "get_segments")) == 8
+    assert sum(len(c.get_segments()) for c in parallel.collections if hasattr(c, "get_segments")) == 3
     importances = figures["importances"].axes[0]
     assert [t.get_text() for t in importances.get_yticklabels()][-1] == "lora_r"  # the top bar: what drives it
+    assert titles(figures["importances"]) == ["What mattered: fANOVA on the eval loss at step 10, 8 finished trials"]
 
 
 def test_report_folder(study, tmp_path):
@@ -56,15 +73,19 @@ def test_report_folder(study, tmp_path):
 
 
 def test_a_small_study_says_which_plots_it_left_out_and_why(tmp_path):
-    """3 finished trials: only the curves can be drawn, and the report says why the rest are missing."""
-    small = rank_driven_study(3, seed=1, dropout_effect=1.0, user_attrs=True)
+    """3 finished trials, 1 of them completed: only the curves can be drawn, and the report says why
+    the rest are missing."""
+    small = rank_driven_study(3, seed=1, dropout_effect=1.0, user_attrs=True, complete=1)
     assert set(plots(small)) == {"curves"}
-    (line,) = left_out(small)
-    assert line == ("history, importances, parallel, slices: left out: they compare trials at one eval step, which "
-                    "needs at least 5 finished trials that reached it; this study has 3 finished trials")
+    assert left_out(small) == [
+        "history, parallel, slices: left out: they plot the objective of completed trials, which needs at least 2; "
+        "this study has 1 completed trial",
+        "importances: left out: fANOVA compares trials at one eval step, which needs at least 5 finished trials "
+        "that reached it; this study has 3 finished trials"]
     s = sweep_settings([f"sweep.dir={tmp_path}"], check_values=False)
     page = write_report(small, s, "study text").read_text()
-    assert html.escape(line) in page and [p.name for p in (tmp_path / "report").glob("*.png")] == ["curves.png"]
+    assert all(html.escape(line) in page for line in left_out(small))
+    assert [p.name for p in (tmp_path / "report").glob("*.png")] == ["curves.png"]
 
 
 def test_a_study_with_enough_trials_leaves_nothing_out(study):

@@ -154,7 +154,8 @@ def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
     assert rows == ["2", "3", "1", "0"]  # best first
     assert "best: trial 2, eval_loss 1.0000: lora_r=32 lora_alpha=64 lora_dropout=0.1" in report
     assert any(line.startswith("rerun it alone: python -m trainers lora.r=32 lora.alpha=64") for line in report)
-    assert not [line for line in report if line.startswith("what mattered")], "4 points: too few to say"
+    (said,) = [line for line in report if line.startswith("what mattered")]  # 4 points: too few, and it says so
+    assert said.startswith("what mattered: too few trials to say") and "this study has 4" in said
     assert (tmp_path / "best").resolve() == tmp_path / "t2"
 
 
@@ -221,7 +222,33 @@ def test_what_mattered_names_the_parameter_that_drives_the_loss():
     from sweeper.results.report import what_mattered
 
     study = rank_driven_study(12, seed=0, dropout_effect=0.05)
-    (line,) = what_mattered(study)
-    assert line.startswith("what mattered (fANOVA on eval_loss at step 10, 12 trials): lora_r ")
-    shares = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))
+    line, dashboard = what_mattered(study)
+    assert line.startswith("what mattered (fANOVA on the eval loss at step 10, 12 finished trials, pruned ones "
+                           "included; in brackets, the middle 80% over resamples): lora_r ")
+    shares = dict(part.split(" (")[0].rsplit(" ", 1) for part in line.split("): ", 1)[1].split("; ")[0].split(", "))
     assert int(shares["lora_r"].rstrip("%")) > 90
+    assert line.endswith("lora_r came first in 95% of 20 resamples of these trials")  # stable: a finding
+    assert "PED-ANOVA, Optuna's default, on the 3 completed trials' eval_loss" in dashboard
+
+
+def test_what_mattered_says_when_the_trials_are_too_few_to_tell():
+    """Losses that are noise around one value: whichever parameter fANOVA puts first, resampling the
+    trials moves it, and the line says so instead of presenting it as a finding."""
+    import random
+
+    from sweeper.results.report import what_mattered
+
+    rng = random.Random(3)
+    space = {"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
+             "lora_dropout": optuna.distributions.FloatDistribution(0.05, 0.2)}
+    study = optuna.create_study()
+    for _ in range(8):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lora_r": rng.choice([8, 16, 32]), "lora_dropout": rng.uniform(0.05, 0.2)}, distributions=space,
+            value=rng.gauss(2, 0.1), intermediate_values={10: rng.gauss(2, 0.1)}))
+    line, _ = what_mattered(study)
+    assert line.endswith("of 20 resamples of these trials: too few trials to tell what mattered")
+    small = optuna.create_study()
+    small.add_trials(study.trials[:3])
+    assert what_mattered(small) == ["what mattered: too few trials to say (fANOVA compares trials at one eval step, "
+                                    "which needs at least 5 finished trials that reached it; this study has 3)"]

@@ -8,9 +8,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from trainers.paths import CONF_DIR, artifact
 from trainers.settings import ConfigError, first_line
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def times(value, factor) -> float:
@@ -24,6 +23,8 @@ def times(value, factor) -> float:
 
 if not OmegaConf.has_resolver("times"):
     OmegaConf.register_new_resolver("times", times)
+if not OmegaConf.has_resolver("artifacts"):  # the demo's built model and data, wherever the project is
+    OmegaConf.register_new_resolver("artifacts", artifact)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -2,13 +2,14 @@
 schema and splits it into train and a fixed, seeded eval subset."""
 from pathlib import Path
 
+from trainers.paths import ARTIFACTS
 from trainers.settings import ConfigError, DataSettings, first_line
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SCHEMAS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
 SYNTHETIC_ROWS = 2000
 # Written only here, like the demo model: a mistyped data path is an error, not new demo data.
-SYNTHETIC_DEFAULT = Path(__file__).resolve().parent.parent / "artifacts" / "data" / "synthetic_prices.jsonl"
+SYNTHETIC_DEFAULT = ARTIFACTS / "data" / "synthetic_prices.jsonl"
 
 
 def ensure_embedded_data(data: DataSettings) -> None:

@@ -1,4 +1,5 @@
 """Builders for one trial's model: quantization config, the k-bit base model, the LoRA config."""
+from trainers.paths import local_or_hub
 from trainers.settings import LoraSettings, ModelSettings, QuantSettings
 
 
@@ -62,8 +63,8 @@ def load_base_model(model: ModelSettings, quant: QuantSettings, gradient_checkpo
 
     dtype = compute_dtype()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = AutoModelForCausalLM.from_pretrained(
-        model.name_or_path, quantization_config=build_quantization(quant, dtype), dtype=dtype,
+    base = AutoModelForCausalLM.from_pretrained(  # absolute: the adapter records where its base came from
+        local_or_hub(model.name_or_path), quantization_config=build_quantization(quant, dtype), dtype=dtype,
         device_map={"": device}, trust_remote_code=model.trust_remote_code)
     if dtype == torch.float16 and base.config.model_type.startswith("gemma"):
         print("note: this GPU has no bf16, and Gemma's activations overflow fp16: expect NaN losses "

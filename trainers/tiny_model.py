@@ -6,6 +6,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from trainers.paths import ARTIFACTS
 from trainers.synthetic import pretraining_texts
 
 # A chat template so `messages` datasets work on the tiny model exactly as on a real one.
@@ -16,7 +17,7 @@ CHAT_TEMPLATE = (
 PRETRAIN_STEPS = 400  # ~1 min on 2 cores; enough to learn the product vocabulary
 # The one place the demo model is ever built: a mistyped model.name_or_path must be an error,
 # not a fresh tiny model trained in its place.
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "tiny-llama"
+DEFAULT_DIR = ARTIFACTS / "tiny-llama"
 
 
 def is_default_location(path: str | Path) -> bool:

@@ -1,5 +1,6 @@
 """The end of a sweep: the leaderboard (best first), the best trial's values, where its adapter
 is, and the `python -m trainers` command that reruns it alone."""
+import os
 import shlex
 from pathlib import Path
 
@@ -56,25 +57,68 @@ def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
     return shlex.join(["python", "-m", "trainers", *user, *values, f"output_dir={out}"])
 
 
-def what_mattered(study) -> list[str]:
+RESAMPLES = 20   # fANOVA on resamples of the trials: how much its answer rests on which trials ran
+STABLE = 0.8     # the top parameter must come first in this share of them to be reported as a finding
+
+
+def _fanova(trials: list, seed: int) -> dict[str, float]:
+    import optuna
+
+    study = optuna.create_study(direction="minimize")
+    study.add_trials(trials)
+    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+
+
+def what_mattered(study, objective: str = "eval_loss") -> list[str]:
     """Optuna's fANOVA importances (random forests; how much of the loss's variance each parameter
     explains) of the eval loss at one step, over every trial that reached it, pruned ones
     included: with pruning on, the sweep refuses spaces that change what a step means, so losses at
     the same step compare. The step is the latest one at least MIN_POINTS trials reached. Optuna 5's
     default, PED-ANOVA, looks at the best 10% only, which on the demo's 8 trials is one trial: it
-    named dropout 100% where fANOVA names the rank 85-91% (seeds 0-2), as the losses show."""
+    named dropout 100% where fANOVA names the rank 85-91% (seeds 0-2), as the losses show.
+    How far to trust it is measured, not assumed: fANOVA again on RESAMPLES resamples of the same
+    trials (drawn with replacement, each with its own forest seed) gives each share's range and how
+    often the top parameter stays first; below STABLE, the line says the trials are too few."""
+    import random
+
     import optuna
 
     step, points = common_step_study(study)
     if points is None:
-        return []
+        finished = len([t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE,
+                                                                                   TrialState.PRUNED)])
+        return [f"what mattered: too few trials to say (fANOVA compares trials at one eval step, which needs at least "
+                f"{MIN_POINTS} finished trials that reached it; this study has {finished})"]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        importances = optuna.importance.get_param_importances(
-            points, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        importances = _fanova(points.trials, seed=0)
     except (RuntimeError, ValueError):  # e.g. every trial has the same values
         return []
-    shown = ", ".join(f"{name} {share:.0%}" for name, share in importances.items())
-    return [f"what mattered (fANOVA on eval_loss at step {step}, {len(points.trials)} trials): {shown}"]
+    rng, firsts, ranges = random.Random(0), 0, {name: [] for name in importances}
+    for i in range(RESAMPLES):
+        try:
+            again = _fanova([rng.choice(points.trials) for _ in points.trials], seed=i + 1)
+        except (RuntimeError, ValueError):  # a resample of identical trials
+            continue
+        firsts += max(again, key=again.get) == next(iter(importances))
+        for name in ranges:
+            ranges[name].append(again.get(name, 0.0))
+    shown = ", ".join(f"{name} {share:.0%} ({_spread(ranges[name])})" for name, share in importances.items())
+    agreed = firsts / RESAMPLES
+    verdict = (f"{next(iter(importances))} came first in {agreed:.0%} of {RESAMPLES} resamples of these trials"
+               + ("" if agreed >= STABLE else ": too few trials to tell what mattered"))
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return [f"what mattered (fANOVA on the eval loss at step {step}, {len(points.trials)} finished trials, pruned ones "
+            f"included; in brackets, the middle 80% over resamples): {shown}; {verdict}",
+            f"  (optuna-dashboard's importances answer another question: PED-ANOVA, Optuna's default, on the "
+            f"{completed} completed trials' {objective})"]
+
+
+def _spread(shares: list[float]) -> str:
+    if not shares:
+        return "no resample"
+    ranked = sorted(shares)
+    return f"{ranked[len(ranked) // 10]:.0%}-{ranked[-1 - len(ranked) // 10]:.0%}"
 
 
 def warm_imports() -> None:
@@ -99,7 +143,8 @@ def final_report(study, s: SweepSettings) -> str:
         link = s.dir / "best"
         if link.is_symlink() or not link.exists():
             link.unlink(missing_ok=True)
-            link.symlink_to(adapter)
+            # Relative (trials/<n>): the study's folder can be moved, copied or mounted elsewhere.
+            link.symlink_to(os.path.relpath(adapter, link.parent) if adapter.is_absolute() else adapter)
         rerun = rerun_command(best, s)
         if (adapter / "adapter_config.json").exists():
             card = model_card(best, trial_values(best, s), s, sum(t.state in ORDER and t.state != TrialState.FAIL
@@ -108,7 +153,7 @@ def final_report(study, s: SweepSettings) -> str:
         text += [f"best: trial {best.number}, {s.objective} {best.value:.4f}: {format_values(trial_values(best, s))}",
                  f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})",
                  f"rerun it alone: {rerun}"]
-        text += what_mattered(study)
+        text += what_mattered(study, s.objective)
     else:
         text.append("no trial completed yet")
     totals = cost_totals(trials)
