@@ -107,9 +107,11 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
                 view.note(f"the memory probe{'' if b is None else f' at batch {b}'} did not finish (log: {measured['log']})")
                 continue
             cached = {**cached, keys[b]: {k: v for k, v in measured.items() if k != "ok"}}
-            where = "host memory, peak RSS" if device.memory_bytes is None else "on the GPU, as the driver sees it"
+            # On the CPU the peak is the host's own figure: said once, not twice.
+            where = ("host memory, peak RSS" if device.memory_bytes is None else
+                     f"on the GPU, as the driver sees it; host {measured['peak_rss_bytes'] / 2**30:.2f} GiB")
             view.note(f"measured{'' if b is None else f' at batch {b}'}: {measured['peak_bytes'] / 2**30:.2f} GiB "
-                      f"({where}); host {measured['peak_rss_bytes'] / 2**30:.2f} GiB")
+                      f"({where})")
         study.set_user_attr("memory_peaks", cached)
     return {b: cached.get(keys[b]) for b in batches}
 

@@ -21,8 +21,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 # Appended to a copy of the page: what the window shows, once the plots have loaded.
 MEASURE = """<script>window.addEventListener('load', () => {
   const images = [...document.images].map(i => ({alt: i.alt, width: i.naturalWidth, shown: i.clientWidth}));
+  const lines = td => { const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; };
+  const broken = [...document.querySelectorAll('td')].filter(td => !td.classList.contains('long') && lines(td) > 1)
+    .map(td => td.textContent);
+  const long = [...document.querySelectorAll('td.long')].map(td => td.clientWidth);
   document.body.setAttribute('data-measured', JSON.stringify({
-    page: document.documentElement.scrollWidth, window: window.innerWidth, images}));
+    page: document.documentElement.scrollWidth, window: window.innerWidth, images, broken, long}));
 });</script>"""
 
 
@@ -47,5 +51,7 @@ def test_the_report_page_fits_1280_px_and_every_plot_loads(tmp_path):
     assert measured["window"] == 1280 and measured["page"] <= 1280, measured  # no sideways scrolling
     assert sorted(i["alt"] for i in measured["images"]) == ["curves", "history", "importances", "parallel", "slices"]
     assert all(i["width"] > 0 and 0 < i["shown"] <= 1100 for i in measured["images"]), measured["images"]
+    assert measured["broken"] == [], measured["broken"]  # a state or a number is never split over two lines ("com|plete")
+    assert len(measured["long"]) == 1 and 0 < measured["long"][0] <= 1100, measured["long"]  # the reason wraps in its cell
     chromium(f"--screenshot={index.with_name('page.png')}", index.as_uri(), user_dir=tmp_path / "profile")
     assert index.with_name("page.png").read_bytes()[:4] == b"\x89PNG"

@@ -91,6 +91,9 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
 
     out = proc.stdout
     assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out
+    (measured,) = [line for line in out.splitlines() if line.startswith("measured: ")]
+    assert measured.endswith("GiB (host memory, peak RSS)"), measured  # on the CPU the host figure, once
+    assert "W&B run saved offline" not in out  # the report's one wandb sync line names the summary run too
     (peak,) = study.user_attrs["memory_peaks"].values()
     assert peak["peak_rss_bytes"] > 100 * 2**20
     assert "trial 0 [cpu.0] ▸ lora_r=32 lora_alpha=64 lora_dropout=0.1 quant_bits=4" in out

@@ -59,8 +59,9 @@ def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_
                       settings=wandb.Settings(quiet=True, silent=True, x_disable_meta=not system_metadata))
 
 
-def finish_run(run, summary: dict) -> None:
-    """Write the summary and close the run; print how to upload it when it ran offline."""
+def finish_run(run, summary: dict, say_offline: bool = True) -> None:
+    """Write the summary and close the run; print how to upload it when it ran offline (unless the
+    caller says so itself: the sweep's report names every run of the study in one wandb sync line)."""
     if run is None:
         return
     for key, value in wandb_names(summary).items():
@@ -71,5 +72,5 @@ def finish_run(run, summary: dict) -> None:
     offline = run.settings.mode == "offline" or run.offline
     run_dir = Path(run.dir).parent
     run.finish()
-    if offline:
+    if offline and say_offline:
         print(f"W&B run saved offline; upload it with: wandb sync {run_dir}", flush=True)

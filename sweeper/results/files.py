@@ -115,6 +115,13 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+LONG_CELL = 40  # characters: a cell this long (a failure's reason) wraps; shorter ones (states, numbers) never break
+
+
+def _td(text: str) -> str:
+    return f"<td{' class=long' if len(text) > LONG_CELL else ''}>{html.escape(text)}</td>"
+
+
 def write_report(study, s: SweepSettings, text: str) -> Path:
     """Writes the report folder; returns its index.html."""
     import matplotlib.pyplot as plt
@@ -138,14 +145,14 @@ def write_report(study, s: SweepSettings, text: str) -> Path:
         sections.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(caption)}</p>"
                         f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     header = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(k)))}</td>" for k in keys) + "</tr>"
-                   for r in table)
+    body = "".join("<tr>" + "".join(_td(_cell(r.get(k))) for k in keys) + "</tr>" for r in table)
     # Long lines (the rerun command, a failure's reason) wrap and a wide table scrolls in its own box,
     # so the page fits a 1280 px window (checked in headless Chromium: tests/test_report_page.py).
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(s.study_name)}</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "pre{white-space:pre-wrap;overflow-wrap:anywhere}.board{overflow-x:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td{max-width:32em;overflow-wrap:anywhere}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td{white-space:nowrap}"
+            ".long{white-space:normal;min-width:24em;overflow-wrap:anywhere}"
             "img{max-width:100%}</style></head><body>"
             f"<h1>Study {html.escape(s.study_name)}</h1><pre>{html.escape(text)}</pre><h2>leaderboard</h2>"
             f"<div class='board'><table><tr>{header}</tr>{body}</table></div>{''.join(sections)}</body></html>")

@@ -39,5 +39,5 @@ def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path)
         summary.update(best_trial=best.number, best_trial_run=f"{s.study_name}/trial-{best.number}",
                        **{f"best_{s.objective}": best.value})
     folder = Path(run.dir).parent
-    finish_run(run, summary)
+    finish_run(run, summary, say_offline=False)  # the report's own line names this run too
     return folder
