@@ -154,7 +154,12 @@ def run_on_slurm(s) -> int:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    from sweeper import loop
+
+    if loop.LOOP_RUNNING.is_set():
+        loop.STOP.set()  # the loop stops at its next safe point
+    else:
+        raise KeyboardInterrupt
 
 
 def sweep(argv: list[str]):
@@ -191,7 +196,8 @@ def main(argv: list[str]) -> int:
     answered = answer_flags(argv, "python -m sweeper")
     if answered is not None:
         return answered
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a sweep as cleanly as Ctrl-C
+    for signum in (signal.SIGTERM, signal.SIGINT):  # `kill` ends a sweep as cleanly as Ctrl-C
+        signal.signal(signum, _interrupt)
     try:
         return sweep(argv)[0]
     except ConfigError as e:

@@ -4,6 +4,7 @@ sweep.n_trials finished trials, counted across every slot and every sweep proces
 It keeps each running trial's heartbeat, records outcomes, retries what was killed and lowers K
 after an out-of-memory failure; where and how a job runs is the executor's (sweeper/executor.py)."""
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,12 @@ from optuna.trial import TrialState
 from sweeper.executor import Executor, Handle
 from sweeper.job import Job, Outcome, last_step, remove_checkpoints, resume_point, trial_dir
 from sweeper.settings import SweepSettings
+
+# A stop asked for by a signal while the loop runs: the loop raises KeyboardInterrupt at its next
+# safe point (between polls). Raised by the handler itself, at any bytecode, it once landed inside
+# a SQLite commit (the study stayed locked for stop_all) and once in a weakref callback, which
+# swallowed it (the sweep ran on to the end).
+LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.slots import Device, Slot
 from sweeper.space import suggest, to_overrides
 from sweeper.study import counts
@@ -198,7 +205,17 @@ class SweepLoop:
 
     def run(self) -> int:
         """0 once the study holds n_trials finished trials; EXIT_FAILURES after max_failures in a row."""
+        LOOP_RUNNING.set()
+        try:
+            return self._run()
+        finally:
+            LOOP_RUNNING.clear()
+
+    def _run(self) -> int:
         while True:
+            if STOP.is_set():
+                STOP.clear()
+                raise KeyboardInterrupt
             optuna.storages.fail_stale_trials(self.study)  # a dead sweep's RUNNING trials: failed, then retried
             for key, r in list(self.running.items()):
                 self._beat(r)
@@ -219,7 +236,7 @@ class SweepLoop:
                     break
                 self._start(slot, c)
                 c = counts(self.study)
-            time.sleep(0.25 if self.running else self.s.heartbeat_interval)
+            STOP.wait(0.25 if self.running else self.s.heartbeat_interval)
 
     def stop_all(self, why: str) -> None:
         """Ctrl-C, SIGTERM, or a stop: every running trial is failed and its values run first next time."""

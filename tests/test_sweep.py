@@ -246,7 +246,7 @@ def test_interrupted_sweep_reruns_the_trial(sweep_args, tmp_path):
     wait_for(lambda: (tmp_path / "sweep" / "trials" / "0" / "progress.json").exists())
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted: trial 0 will run again" in out
+    assert proc.returncode == 130 and "interrupted: trial 0 will run again" in out, out[-3000:]  # once in 3 CI runs: 1
     first, retry = load(url).trials
     assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
     assert retry.system_attrs["failed_trial"] == 0 and retry.params == first.params
