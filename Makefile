@@ -27,19 +27,19 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install the project (done by every target on first use)
 
 sweep: $(STAMP) ## run the Optuna sweep of QLoRA trials (embedded tiny default; resumable)
-	$(BIN)/python -m sweeper $(ARGS)
+	@$(BIN)/python -m sweeper $(ARGS)
 
 follow: $(STAMP) ## follow a study whose trials run elsewhere (a SLURM job), then write its report (same ARGS as make sweep)
-	$(BIN)/python -m sweeper.follow $(ARGS)
+	@$(BIN)/python -m sweeper.follow $(ARGS)
 
 trial: $(STAMP) ## run one fine-tuning trial: python -m trainers $(ARGS)
-	$(BIN)/python -m trainers $(ARGS)
+	@$(BIN)/python -m trainers $(ARGS)
 
 report: $(STAMP) ## write outputs/<study>/report/ (leaderboard, plots, index.html) for the study ARGS name
-	$(BIN)/python -m sweeper.results $(ARGS)
+	@$(BIN)/python -m sweeper.results $(ARGS)
 
 dashboard: $(STAMP) ## serve the study in optuna-dashboard on 127.0.0.1:8080 (same ARGS as make sweep; sweep.dashboard_port=...)
-	$(BIN)/python -m sweeper.results.dashboard $(ARGS)
+	@$(BIN)/python -m sweeper.results.dashboard $(ARGS)
 
 tiny: $(STAMP) ## build the embedded tiny model now (otherwise built on first use)
 	$(BIN)/python -m trainers.tiny_model artifacts/tiny-llama

@@ -1,341 +1,352 @@
-"""make bench-search: how much training each search strategy spends to find a good trial on the
-demo task, against the full grid. Two parts:
+"""make bench-search: how well each search strategy finds a good configuration, replayed on a suite of
+landscapes (bench/landscapes.py: a grid of configurations with the result and eval curve each got),
+at the budgets QLoRA users have (6, 12 and 30 trials), over many seeds. Nothing in it reads a clock.
 
-1. The landscape, measured once (`--retrain`, ~20 min on 2 cores) and kept in bench/search_grids.json
-   with where and how it was measured: real trials through the sweep, every trial to its end and
-   every eval recorded: the grid of the default space discretised (r x dropout's two ends x bits x
-   7 learning rates), the grid of the default space as it was without the learning rate (the flat
-   one), and seed reruns of the best configuration and of it at another rank (the noise of an eval
-   loss at each step). A landscape is a property of the demo model and data; the demo model is
-   pretrained on the machine that builds it, so another machine's grid differs (bench/results.md).
-2. The replay, in seconds, on any machine, busy or idle, with the same figures every time: each
-   strategy (random; TPE alone; TPE with the 75th-percentile pruner, the default; with the median
-   pruner; with hyperband; variants) runs N seeds against each table of learning curves. It searches
-   the sweep's own space (continuous dropout and learning rate) with the sampler and pruner the
-   sweep itself builds (sweeper.study), and each suggestion is answered by the nearest grid point's
-   curve, so every strategy meets the same landscape and a pruned trial's would-be end is known.
+The suite (bench/landscapes/): the demo tasks' landscapes, measured through the sweep on this
+project's tiny model (demo-*.json, bench/demo_landscapes.py), and LCBench's 34 tasks (lcbench/,
+bench/lcbench.py). Or any landscape a user gives:
 
-Last line, for the default space: search_share=<default strategy> random_share=<random>.
-python bench/search.py [--seeds 5] [--retrain [--out outputs/bench-search]]"""
+    python bench/search.py [--landscape FILE ...] [--seeds 20] [-- SWEEP OVERRIDES]
+    python bench/search.py --export STUDY --storage URL > FILE     (a finished grid study as a landscape)
+
+Each strategy searches the space the sweep itself builds from the config (sweep overrides after --
+set it, e.g. `-- train=gpu`), with the sweep's own sampler and pruner (sweeper.search): a landscape
+parameter named like one of the space's entries is searched with that entry's prior and range
+(widened to the file's values where they reach beyond it, which is said), the space's other
+entries are dropped, and a parameter the space lacks becomes a categorical entry (a log-scale float
+with "log"). Each suggestion is answered by the nearest cell on the parameter's scale, its curve
+reported eval by eval (so pruners cut as they would), its value seen through the cell's seed runs
+or noise_sd where the file has them.
+
+Regret: (the true value of the configuration the run would crown - the grid's best) / (the grid's
+median - its best), after 6, 12 and 30 trials; 0 is the best configuration, 1 the median one.
+Last lines: suite_regret_default=.. suite_regret_random=.. (mean after 6 trials over the suite, or
+landscape_regret_... for files given with --landscape) and, for the demo landscape, search_share /
+random_share: the training spent until a near-best trial finished, as a share of the whole grid's."""
 import argparse
-import hashlib
-import itertools
-import json
+import dataclasses
 import math
 import os
-import platform
+import random
 import statistics
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
+import warnings
+from functools import lru_cache
+from multiprocessing import Pool
 from pathlib import Path
 
 import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
-GRIDS = ROOT / "bench" / "search_grids.json"  # the measured landscapes the replay runs against
 sys.path.insert(0, str(ROOT))
-from sweeper.settings import sweep_settings  # noqa: E402
-from sweeper.space import grid, suggest  # noqa: E402
-from sweeper.study import build_pruner, build_sampler  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from landscapes import Landscape, LandscapeError, from_study, load, to_record  # noqa: E402
+from sweeper.search.space import Param, Prior, along, suggest  # noqa: E402
+from sweeper.search.strategy import build_pruner, build_sampler  # noqa: E402
+from trainers.settings import ConfigError  # noqa: E402
 
-
-def replace(name: str, spec: str) -> list[str]:
-    """Hydra overrides that swap one search entry for another (a dict is not assigned over a dict)."""
-    return [f"~search.{name}", f"+search.{name}={{{spec}}}"]
-
-
-def categorical(name: str, choices: list, target: str) -> list[str]:
-    return replace(name, f"type: categorical, choices: [{', '.join(map(str, choices))}], target: {target}")
-
-
-# The default space discretised: 7 learning rates a third of a decade apart over its range (the
-# tiny preset's 2e-3 x 0.1 to x 10), dropout at the ends of its range: 3 x 2 x 2 x 7 = 84 points.
-LRS = [0.0002, 0.00043, 0.00093, 0.002, 0.0043, 0.0093, 0.02]
-GRID_SPACE = [*categorical("lora_dropout", [0.05, 0.2], "lora.dropout"),
-              *categorical("learning_rate", LRS, "train.learning_rate")]
-# The default space before it had the learning rate (the preset's 2e-3), dropout at 4 points: 24.
-FLAT_SPACE = [*categorical("lora_dropout", [0.05, 0.1, 0.15, 0.2], "lora.dropout"), "~search.learning_rate"]
-LANDSCAPES = {  # title: (study name, grid overrides, the space a strategy searches: the sweep's own)
-    "default space (r, dropout, bits, learning rate)": ("grid-lr", GRID_SPACE, []),
-    "without the learning rate (r, dropout, bits; lr 2e-3)": ("grid-no-lr", FLAT_SPACE, ["~search.learning_rate"]),
+SUITE = ROOT / "bench" / "landscapes"
+DEMO = SUITE / "demo-prices.json"  # search_share is read off this one, as before the suite
+BUDGETS = (6, 12, 30)
+DEFAULT, RANDOM = "default", "random"
+STRATEGIES = {  # name: sweep overrides (what a user can choose in conf/sweep), or a sampler of the bench's own
+    DEFAULT: [],  # conf/sweep/default.yaml as it stands
+    RANDOM: ["sweep.sampler=random", "sweep.pruner=none"],
+    "qmc (Optuna's scrambled Sobol)": ["sweep.sampler=qmc", "sweep.pruner=none"],
+    "start + tpe": ["sweep.sampler=tpe", "sweep.pruner=none"],
+    "start + gp, no pruning": ["sweep.sampler=gp", "sweep.pruner=none"],
+    "optuna tpe, random start (before)": ["sweep.pruner=percentile"],
 }
-NOISE_SEEDS = [1, 2, 3]
-# A good trial, the target a strategy must reach: a final eval loss within one training-seed
-# standard deviation (at the last eval) of the grid's best, i.e. as good as the best as far as the
-# seed noise can tell. The stricter target this benchmark used first (within 10% of the grid's
-# best-to-median gap of the best) is also reported: on a landscape whose best beats the next by
-# less than the noise, it measures luck in hitting one noise-favoured cell (bench/results.md).
-NEAR = 0.10
-STRATEGIES = {  # name: sweep overrides (a strategy is what a user can choose in conf/sweep)
-    "random": ["sweep.sampler=random", "sweep.pruner=none"],
-    "tpe, no pruning": ["sweep.sampler=tpe", "sweep.pruner=none"],
-    "tpe + 75th percentile (default)": ["sweep.sampler=tpe", "sweep.pruner=percentile"],
-    "tpe + median": ["sweep.sampler=tpe", "sweep.pruner=median"],
-    "tpe + hyperband": ["sweep.sampler=tpe", "sweep.pruner=hyperband"],
-}
-DEFAULT = "tpe + 75th percentile (default)"
-# Other settings tried on the same tables, not (yet) choices in conf/sweep: the median pruner with
-# no cut at the first eval, where the training-seed noise is largest; TPE modelling each parameter
-# on its own (Optuna 4's default; Optuna 5's, which the sweep uses, models them jointly), with the
-# default pruner.
-VARIANTS = {  # name: (overrides, sampler factory or None, pruner factory or None)
-    "tpe + median, no cut at the first eval": (["sweep.sampler=tpe", "sweep.pruner=median"], None,
-                                               lambda s: optuna.pruners.MedianPruner(
-                                                   n_startup_trials=s.startup_trials,
-                                                   n_warmup_steps=2 * s.trial.train.eval_steps)),
-    "tpe univariate + 75th percentile": (["sweep.sampler=tpe", "sweep.pruner=percentile"],
-                                         lambda s: optuna.samplers.TPESampler(
-                                             n_startup_trials=s.startup_trials, seed=s.seed, multivariate=False),
-                                         None),
+OWN_SAMPLERS = {  # the sweep's default before this suite: Optuna's TPE after n_trials // 4 random trials
+    "optuna tpe, random start (before)": lambda s: optuna.samplers.TPESampler(
+        n_startup_trials=max(1, min(5, s.n_trials // 4)), seed=s.seed),
 }
 
 
-def full_key(params: dict) -> tuple:
-    return tuple(sorted(params.items()))
+# -- the space a strategy searches on a landscape ---------------------------------------------------
+
+def replay_space(space: list[Param], land: Landscape) -> tuple[list[Param], list[str]]:
+    """The sweep's entries the landscape names (with their priors), the landscape's other parameters
+    as plain entries; and a note for each range widened to reach the file's values."""
+    by_name, out, notes = {p.name: p for p in space}, [], []
+    for name, spec in land.params.items():
+        values, entry = spec["values"], by_name.get(name)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if entry is not None and entry.type in ("int", "float") and numeric:
+            if (min(values), max(values)) != (entry.low, entry.high):
+                notes.append(f"{name}: searched over the file's {min(values):g}..{max(values):g} (the space: "
+                             f"{entry.low:g}..{entry.high:g}), its prior kept in the same place within the range")
+            out.append(transposed(entry, min(values), max(values), all(isinstance(v, int) for v in values)))
+        elif entry is not None and entry.type == "categorical":
+            if set(values) != set(entry.choices):
+                notes.append(f"{name}: the file's values {values} searched in place of the space's {list(entry.choices)}")
+            out.append(dataclasses.replace(entry, choices=tuple(values), prior=carried_prior(entry, values)))
+        elif spec.get("log"):
+            out.append(Param(name, "float", f"landscape.{name}", low=min(values), high=max(values), log=True))
+        else:
+            out.append(Param(name, "categorical", f"landscape.{name}", choices=tuple(values)))
+    return out, notes
 
 
-def run_sweep(name: str, out: Path, overrides: list[str], points: dict) -> optuna.Study:
-    """Real trials through the sweep, one per point of the grid (resumable: a rerun reuses finished
-    ones). A point whose trial failed (the grid sampler counts it as visited, and may re-run
-    another point instead) is enqueued and run again, so the table has every point."""
-    args = [f"sweep.dir={out / name}", f"sweep.study_name={name}", "sweep.pruner=none", "tracking.mode=disabled",
-            "data.metric=null", "sweep.enqueue=[]", *overrides]
-    names = sorted(points)
-    wanted = [dict(zip(names, values)) for values in itertools.product(*(points[n] for n in names))]
-    sampler, n_trials = "sweep.sampler=grid", len(wanted)
-    for _ in range(3):
-        proc = subprocess.run([sys.executable, "-m", "sweeper", *args, sampler, f"sweep.n_trials={n_trials}"],
-                              cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            sys.exit(f"the {name} sweep failed:\n{proc.stdout[-3000:]}")
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / name / 'study.db'}")
-        done = {full_key(t.params) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
-        missing = [w for w in wanted if full_key(w) not in done]
-        if not missing:
-            return study
-        print(f"  {name}: {len(missing)} grid point(s) without a complete trial; running them again", flush=True)
-        for m in missing:  # first in the queue (sweep.enqueue would skip values a failed trial had)
-            study.enqueue_trial(m)
-        # The grid sampler allows no more trials than points; the queue goes first with any sampler.
-        sampler = "sweep.sampler=random"
-        n_trials = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                       for t in study.trials) + len(missing)
-    sys.exit(f"the {name} grid still misses {len(missing)} point(s) after 3 runs: see {out / name}")
+def transposed(entry: Param, low: float, high: float, whole: bool) -> Param:
+    """A numeric entry over a landscape's own range: a grid holds nothing beyond its first and last
+    value (a suggestion there would only land on an edge cell), and the sweep's range is itself set
+    around the preset's rate, so the prior keeps its place within the range: the centre at the
+    same fraction of it, the spread the same share of its width, on the entry's scale."""
+    kind = "int" if entry.type == "int" and whole else "float"
+    moved = dataclasses.replace(entry, low=low, high=high, step=None, type=kind, prior=None)
+    if entry.prior is None or entry.prior.center is None or low == high:
+        return moved
+    scale = math.log10 if entry.log else float
+    width, new_width = scale(entry.high) - scale(entry.low), scale(high) - scale(low)
+    at = (scale(entry.prior.center) - scale(entry.low)) / width
+    center = scale(low) + at * new_width
+    return dataclasses.replace(moved, prior=Prior(center=10 ** center if entry.log else center,
+                                                  spread=entry.prior.spread * new_width / width, source=entry.prior.source))
 
 
-def key(params: dict) -> tuple:
-    return tuple(v for k, v in sorted(params.items()) if k != "seed")
+def carried_prior(entry: Param, values: list) -> Prior | None:
+    """A categorical entry's prior weights over a landscape's values: a value the entry has keeps its
+    weight; ordered numeric values take the weights by position (sweeper.search.space.along), so a
+    prior that grows with the rank grows over the file's ranks too; other values weigh alike."""
+    if entry.prior is None or not entry.prior.weights:
+        return None
+    weights = dict(zip(entry.choices, entry.prior.weights))
+    if all(v in weights for v in values):
+        return Prior(weights=tuple(weights[v] for v in values), source=entry.prior.source)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*values, *entry.choices])
+    if not numeric:
+        return None
+    carried = dict(zip(sorted(values), along([weights[c] for c in sorted(entry.choices)], len(values))))
+    return Prior(weights=tuple(carried[v] for v in values), source=entry.prior.source)
 
 
-def curves(study: optuna.Study) -> dict[tuple, dict[int, float]]:
-    """Each configuration's learning curve, keyed by its values in parameter-name order."""
-    return {key(t.params): dict(t.intermediate_values)
-            for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+@lru_cache(maxsize=None)
+def base_settings(strategy: str, overrides: tuple):
+    from sweeper.settings import sweep_settings
+
+    return sweep_settings(["sweep.enqueue=[]", *STRATEGIES[strategy], *overrides], check_values=False)
 
 
-def noise(study: optuna.Study, table: dict) -> dict[int, float]:
-    """Per eval step: the standard deviation of the eval loss over training seeds, pooled over the
-    configurations rerun (the grid's run is seed 42)."""
-    groups: dict[tuple, list[dict]] = {}
-    for t in study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            groups.setdefault(key(t.params), [table[key(t.params)]]).append(dict(t.intermediate_values))
-    steps = sorted(next(iter(table.values())))
-    return {s: statistics.fmean(statistics.stdev(c[s] for c in runs) for runs in groups.values()) for s in steps}
+@lru_cache(maxsize=None)
+def landscape(path: str) -> Landscape:
+    return load(path)
 
 
-def nearest(value, choices: list, log: bool):
-    """The grid point that answers a suggestion: the same choice, or the nearest number, on the
-    scale the space searches it (log for the learning rate)."""
-    if value in choices or not isinstance(value, (int, float)):
-        return value
-    scale = math.log if log else float
-    return min(choices, key=lambda c: abs(scale(c) - scale(value)))
+def settings_for(strategy: str, overrides: tuple, land: Landscape, budget: int, seed: int):
+    s = base_settings(strategy, overrides)
+    steps = sorted({step for c in land.cells.values() for step in c.curve}) or [1]
+    train = dataclasses.replace(s.trial.train, eval_steps=steps[0], max_steps=steps[-1])
+    return dataclasses.replace(s, space=replay_space(s.space, land)[0], n_trials=budget, seed=seed,
+                               trial=dataclasses.replace(s.trial, train=train))
 
 
-def replay(space: list[str], overrides: list[str], seed: int, land: "Landscape", budget: int,
-           sampler=None, pruner=None, name: str = "replay") -> dict:
-    """One strategy's run against the grid's curves, searching the sweep's own space with its own
-    sampler and pruner: steps (and trials) until a trial finished at or under each target, and
-    what its pruner cut. Nothing in it reads a clock or the machine: the same table and seed give
-    the same run (the study is named, as hyperband picks a trial's bracket from the study's name)."""
-    s = sweep_settings(["sweep.enqueue=[]", f"sweep.n_trials={budget}", f"sweep.seed={seed}", *space, *overrides],
-                       check_values=False)
-    study = optuna.create_study(study_name=f"{name}-seed-{seed}", sampler=sampler(s) if sampler else build_sampler(s),
-                                pruner=pruner(s) if pruner else build_pruner(s))
-    params = {p.name: p for p in s.space}
-    spent, hits, cuts = 0, {}, []
-    for n in range(budget):
+# -- one replay -------------------------------------------------------------------------------------
+
+def observe(land: Landscape, key: tuple, rng: random.Random) -> tuple[float, dict, float]:
+    """What a trial of a cell reports (its curve and final value, one seed's where the file has runs,
+    or with noise_sd added) and the cell's true value."""
+    cell = land.result(key)
+    if cell is None:
+        return land.missing, {}, land.missing
+    if cell.runs:
+        run = rng.choice(cell.runs)
+        return run["final"], run["curve"], cell.final
+    shift = rng.gauss(0, land.noise_sd) if land.noise_sd else 0.0  # one seed's offset, shared by its curve
+    return cell.final + shift, {s: v + shift for s, v in cell.curve.items()}, cell.final
+
+
+def replay(job: tuple) -> dict:
+    """One strategy on one landscape for `budget` trials: per trial, the true value, what was seen,
+    the steps it trained and whether it was pruned."""
+    path, strategy, overrides, budget, seed = job
+    land = landscape(path)
+    s = settings_for(strategy, overrides, land, budget, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampler = OWN_SAMPLERS[strategy](s) if strategy in OWN_SAMPLERS else build_sampler(s)
+        # Named, as hyperband picks a trial's bracket from the study's name.
+        study = optuna.create_study(study_name=f"{strategy}-{seed}", sampler=sampler, pruner=build_pruner(s))
+    rng = random.Random(f"{land.name} {seed}")  # which seed run answers, the same for every strategy
+    trials = []
+    for _ in range(budget):
         trial = study.ask()
-        values = suggest(trial, s.space)
-        curve = land.table[tuple(nearest(values[name], land.choices[i], params[name].log)
-                                 for i, name in enumerate(land.names))]
-        pruned = False
-        for step in sorted(curve):
-            trial.report(curve[step], step)
+        key = land.nearest(suggest(trial, s.space))
+        seen, curve, truth = observe(land, key, rng)
+        record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key}
+        for step, value in curve.items():
+            trial.report(value, step)
             if trial.should_prune():
-                others = [t.intermediate_values[step] for t in study.trials
-                          if step in t.intermediate_values and t.number != trial.number]
-                cuts.append({"final": curve[max(curve)], "gap": curve[step] - statistics.median(others),
-                             "sigma": land.sigma[step]})
-                spent += step
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                pruned = True
+                record.update(pruned=True, steps=step)
                 break
-        if not pruned:
-            spent += max(curve)
-            study.tell(trial, curve[max(curve)])
-            for which, target in land.targets.items():
-                if which not in hits and curve[max(curve)] <= target:
-                    hits[which] = (spent, n + 1)
-    best_complete = min((t.value for t in study.trials if t.value is not None), default=float("inf"))
-    return {"hits": hits, "spent": spent, "cuts": len(cuts),
-            "cut_best": sum(c["final"] < best_complete for c in cuts),
-            "cut_near": sum(c["final"] <= land.targets["near"] for c in cuts),
-            "cut_in_noise": sum(c["gap"] < 2 * c["sigma"] for c in cuts), "seed": seed}
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if record["pruned"] else study.tell(trial, seen)
+        trials.append(record)
+    return {"job": job, "trials": trials}
 
 
-@dataclass
-class Landscape:
-    table: dict          # values in name order -> {step: eval loss}
-    names: list          # the searched parameters, sorted
-    choices: list        # per name, the grid's values
-    sigma: dict          # step -> the eval loss's seed noise (sd)
-    targets: dict        # "near": within one seed sd of the best; "gap": within NEAR of the best-to-median gap
-    steps: int           # the whole grid's training steps
+# -- what a run achieved ----------------------------------------------------------------------------
 
-    @classmethod
-    def of(cls, table: dict, names: list, sigma: dict) -> "Landscape":
-        finals = [c[max(c)] for c in table.values()]
-        best, median = min(finals), statistics.median(finals)
-        choices = [sorted({k[i] for k in table}) for i in range(len(names))]
-        targets = {"near": best + sigma[max(sigma)], "gap": best + NEAR * (median - best)}
-        return cls(table, names, choices, sigma, targets, sum(max(c) for c in table.values()))
-
-    def describe(self, name: str) -> str:
-        finals = {k: c[max(c)] for k, c in self.table.items()}
-        ranked = sorted(finals.values())
-
-        def reaching(target):
-            return sorted((k for k, v in finals.items() if v <= target), key=finals.get)
-
-        return (f"{name}: {len(self.table)} configurations ({', '.join(self.names)}); best {ranked[0]:.4f} at "
-                f"{min(finals, key=finals.get)}, median {statistics.median(ranked):.4f}, worst {ranked[-1]:.4f}; "
-                f"the best two differ by {ranked[1] - ranked[0]:.4f}; eval loss noise over training seeds (sd): "
-                + ", ".join(f"step {s}: {v:.4f}" for s, v in self.sigma.items())
-                + f"; near-best (<= best + 1 sd = {self.targets['near']:.4f}): {len(reaching(self.targets['near']))} "
-                f"configurations {reaching(self.targets['near'])}; strict target (<= {self.targets['gap']:.4f}, 10% of "
-                f"the best-to-median gap): {len(reaching(self.targets['gap']))} {reaching(self.targets['gap'])}")
+def regret_after(land: Landscape, trials: list[dict], n: int) -> float:
+    """The regret of the configuration a sweep of the first n trials would crown (its best seen value)."""
+    done = [t for t in trials[:n] if not t["pruned"]]
+    if not done:
+        return land.regret(max(land.finals))
+    return land.regret(min(done, key=lambda t: t["seen"])["truth"])
 
 
-def grid_points(space: list[str]) -> tuple[dict, dict]:
-    """The grid's values per parameter, and the config key each parameter sets."""
-    s = sweep_settings(["sweep.sampler=grid", "sweep.n_trials=1", "sweep.enqueue=[]", *space], check_values=False)
-    return grid(s.space), {p.name: p.target for p in s.space}
+def to_near(land: Landscape, trials: list[dict]) -> tuple[int | None, int]:
+    """(trials until a near-best one finished, or None) and the steps spent until then (or in all)."""
+    spent = 0
+    for i, t in enumerate(trials):
+        spent += t["steps"]
+        if not t["pruned"] and t["truth"] <= land.near_target:
+            return i + 1, spent
+    return None, spent
 
 
-def seed_noise(name: str, space: list[str], table: dict, names: list, out: Path) -> dict[int, float]:
-    """Seeds 1-3 of the landscape's best configuration and of it at another rank (the grid's run is
-    seed 42): the eval loss's noise at each step, where the good trials are."""
-    best = dict(zip(names, min(table, key=lambda k: table[k][max(table[k])])))
-    targets = grid_points(space)[1]
-    other_r = 8 if best["lora_r"] != 8 else 32
-    noise_space = [*space, *categorical("lora_r", [best["lora_r"], other_r], targets["lora_r"]),
-                   *[o for p in best if p != "lora_r" for o in categorical(p, [best[p]], targets[p])],
-                   f"+search.seed={{type: categorical, choices: {NOISE_SEEDS}, target: train.seed}}"]
-    print(f"{name} noise: seeds {NOISE_SEEDS} of the best ({best}) and of it with r={other_r}...", flush=True)
-    return noise(run_sweep(f"noise-{name}", out, noise_space, grid_points(noise_space)[0]), table)
+def cuts(land: Landscape, trials: list[dict]) -> tuple[int, int]:
+    """Trials pruned, and of them those that would have finished near-best."""
+    pruned = [t for t in trials if t["pruned"]]
+    return len(pruned), sum(t["truth"] <= land.near_target for t in pruned)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def measure(out: Path) -> dict:
-    """Train every landscape's grid and seed reruns through the sweep; the record the replay reads."""
-    print("real trials of the demo task (tiny model, 40 steps, eval every 10), through the sweep...", flush=True)
-    record = {"measured": {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
-        # The landscape belongs to this demo model and data: the model is pretrained on the
-        # machine that builds it, so another machine's model (and grid) differs.
-        "model_sha256": sha256(ROOT / "artifacts" / "tiny-llama" / "model.safetensors"),
-        "data_sha256": sha256(ROOT / "artifacts" / "data" / "synthetic_prices.jsonl")}, "landscapes": {}}
-    for title, (name, space, _) in LANDSCAPES.items():
-        points, _ = grid_points(space)
-        table = curves(run_sweep(name, out, space, points))
-        names = sorted(points)
-        record["landscapes"][title] = {
-            "names": names, "sigma": seed_noise(name, space, table, names, out),
-            "curves": [[list(k), {str(step): loss for step, loss in c.items()}] for k, c in sorted(table.items())]}
-    return record
+def table(land: Landscape, runs: dict, seeds: int) -> list[str]:
+    """One landscape: a row per strategy."""
+    lines = ["| strategy | regret after 6 (mean ± sd) | after 12 | after 30 | trials to a near-best (median) | found "
+             "in 30 | steps to it / grid steps (median) | pruned | pruned a would-be near-best |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for strategy in STRATEGIES:
+        cells = []
+        for budget in BUDGETS:
+            m, sd = mean_sd([regret_after(land, runs[(strategy, budget, seed)], budget) for seed in range(seeds)])
+            cells.append(f"{m:.3f} ± {sd:.3f}")
+        longest = [runs[(strategy, BUDGETS[-1], seed)] for seed in range(seeds)]
+        near = [to_near(land, r) for r in longest]
+        found = [n for n, _ in near if n is not None]
+        pruned = [cuts(land, r) for r in longest]
+        lines.append(f"| {strategy} | {' | '.join(cells)} | {statistics.median(found) if found else '-'} | "
+                     f"{len(found)}/{seeds} | {statistics.median(s for _, s in near) / land.grid_steps:.3f} | "
+                     f"{sum(p for p, _ in pruned)} | {sum(c for _, c in pruned)} |")
+    return lines
 
 
-def load(record: dict) -> dict[str, Landscape]:
-    return {title: Landscape.of({tuple(k): {int(s): v for s, v in c.items()} for k, c in land["curves"]},
-                                land["names"], {int(s): v for s, v in land["sigma"].items()})
-            for title, land in record["landscapes"].items()}
+def describe(land: Landscape, notes: list[str]) -> str:
+    best = min(land.cells, key=lambda k: land.cells[k].final)
+    size = math.prod(len(p["values"]) for p in land.params.values())
+    near = sum(c.final <= land.near_target for c in land.cells.values())
+    text = (f"{size} configurations ({', '.join(land.names)}{'; ' + str(size - len(land.cells)) + ' missing, answered by ' + format(land.missing, 'g') if len(land.cells) < size else ''}); "
+            f"best {land.best:.4f} at {dict(zip(land.names, best))}, median {land.median:.4f}; near-best (<= "
+            f"{land.near_target:.4f}): {near}; seed noise: "
+            + (f"sd {land.noise_sd:.4f}" if land.noise_sd else "none recorded"))
+    return text + "".join(f"\n- {n}" for n in notes)
 
 
-def spent_to(r: dict, which: str, steps: int) -> float:
-    return (r["hits"][which][0] if which in r["hits"] else r["spent"]) / steps
+def worse_than_random(land: Landscape, runs: dict, seeds: int, budget: int) -> bool:
+    """The default's mean regret above random's by more than twice the standard error of the difference."""
+    d = [regret_after(land, runs[(DEFAULT, budget, s)], budget) for s in range(seeds)]
+    r = [regret_after(land, runs[(RANDOM, budget, s)], budget) for s in range(seeds)]
+    se = math.sqrt((statistics.variance(d) + statistics.variance(r)) / seeds) if seeds > 1 else 0.0
+    return statistics.fmean(d) - statistics.fmean(r) > 2 * se
 
 
-def losing_seeds(default: list[dict], random: list[dict], steps: int) -> str:
-    """Where the default strategy spent more than random search to reach a near-best trial: the
-    explanation bench/results.md gives is read off these."""
-    lost = [(d, r) for d, r in zip(default, random) if spent_to(d, "near", steps) > spent_to(r, "near", steps)]
-    trials = lambda r: r["hits"]["near"][1] if "near" in r["hits"] else "-"  # noqa: E731
-    return (f"seeds where the default spent more than random to a near-best trial: {len(lost)} of {len(default)}"
-            + "".join(f"; seed {d['seed']}: {spent_to(d, 'near', steps):.3f} vs {spent_to(r, 'near', steps):.3f} "
-                      f"(trials {trials(d)} vs {trials(r)}; its pruner cut {d['cut_near']} near-best)" for d, r in lost))
+def search_share(land: Landscape, overrides: tuple, seeds: int, pool) -> dict[str, float]:
+    """Steps until a near-best trial finished, as a share of the grid's steps (median over seeds), with
+    as many trials as the grid has: the figure bench-search reported before the suite."""
+    budget = len(land.cells)
+    jobs = [(str(DEMO), strategy, overrides, budget, seed) for strategy in (DEFAULT, RANDOM) for seed in range(seeds)]
+    by = {}
+    for out in pool.map(replay, jobs):
+        by.setdefault(out["job"][1], []).append(to_near(land, out["trials"])[1] / land.grid_steps)
+    return {k: statistics.median(v) for k, v in by.items()}
+
+
+def one_thread() -> None:
+    """Each replay process fits its Gaussian processes on one thread: with a process per core,
+    torch's own threads would only fight over the cores (GPSampler took 7x longer)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def export(study_name: str, storage: str) -> None:
+    import json
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        sys.exit(f"--export: no study named {study_name!r} in {storage}")
+    print(json.dumps(to_record(from_study(study, study_name)), indent=1))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=20)  # the replay takes ~1 min; fewer seeds leave a noisy median
-    ap.add_argument("--retrain", action="store_true", help=f"measure the landscapes again and rewrite {GRIDS.name}")
-    ap.add_argument("--out", default=str(ROOT / "outputs" / "bench-search"), help="where --retrain's studies live")
-    a = ap.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if a.retrain or not GRIDS.exists():
-        GRIDS.write_text(json.dumps(measure(Path(a.out)), indent=1) + "\n")
-    record = json.loads(GRIDS.read_text())
-    m = record["measured"]
-    print(f"landscapes from {GRIDS.relative_to(ROOT)}: measured {m['date']} on {m['machine']} at {m['commit']} "
-          f"(demo model {m['model_sha256']}, data {m['data_sha256']}); the replay below reads no clock and no "
-          "machine state, so it prints the same on any machine")
-    grids = load(record)
-    for title, g in grids.items():
-        print(g.describe(title))
-
-    strategies = {**{name: (overrides, None, None) for name, overrides in STRATEGIES.items()}, **VARIANTS}
-    shares, runs_of = {}, {}
-    for title, g in grids.items():
-        space = LANDSCAPES[title][2]
-        print(f"\n### {title}: {a.seeds} seeds, up to {len(g.table)} trials each\n")
-        print("| strategy | steps to a near-best / grid steps (median) | trials to it (median) | found | "
-              "steps to the strict target (median) | found | all steps / grid steps (mean) | pruned | "
-              "pruned the run's eventual best | pruned a near-best | pruned within 2 sd of the median |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, (overrides, sampler, pruner) in strategies.items():
-            runs = [replay(space, overrides, seed, g, len(g.table), sampler, pruner, name) for seed in range(a.seeds)]
-            runs_of[(title, name)] = runs
-            share = {w: statistics.median(spent_to(r, w, g.steps) for r in runs) for w in g.targets}
-            found = {w: sum(w in r["hits"] for r in runs) for w in g.targets}
-            trials = statistics.median(r["hits"]["near"][1] if "near" in r["hits"] else len(g.table) for r in runs)
-            shares[(title, name)] = share
-            total = lambda k: sum(r[k] for r in runs)  # noqa: E731
-            print(f"| {name} | {share['near']:.3f} | {trials:g} | {found['near']}/{a.seeds} | {share['gap']:.3f} | "
-                  f"{found['gap']}/{a.seeds} | {total('spent') / a.seeds / g.steps:.2f} | {total('cuts')} | "
-                  f"{total('cut_best')} | {total('cut_near')} | {total('cut_in_noise')} |", flush=True)
-        print("\n" + losing_seeds(runs_of[(title, DEFAULT)], runs_of[(title, "random")], g.steps))
-    d, r = shares[(next(iter(LANDSCAPES)), DEFAULT)], shares[(next(iter(LANDSCAPES)), "random")]
-    print(f"\nstrict target: default {d['gap']:.3f}, random {r['gap']:.3f}")
-    print(f"search_share={d['near']:.3f} random_share={r['near']:.3f}")
+    argv = sys.argv[1:]
+    overrides = tuple(argv[argv.index("--") + 1:]) if "--" in argv else ()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--landscape", action="append", help="a landscape file (repeatable); default: the suite")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--export", metavar="STUDY", help="print a finished grid study as a landscape file")
+    ap.add_argument("--storage", help="the study's storage URL (with --export)")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--strategies", help=f"a comma-separated subset of: {', '.join(STRATEGIES)} (default: all)")
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if a.strategies:
+        chosen = [n.strip() for n in a.strategies.split(",")]
+        unknown = [n for n in chosen if n not in STRATEGIES]
+        if unknown or not {DEFAULT, RANDOM} <= set(chosen):
+            sys.exit(f"--strategies: {unknown[0]!r} is not one" if unknown else "--strategies: the default and random "
+                     f"are always replayed (the regret lines compare them)" + f"; known: {', '.join(STRATEGIES)}")
+        for name in [n for n in STRATEGIES if n not in chosen]:
+            del STRATEGIES[name]
+    if a.export:
+        if not a.storage:
+            sys.exit("--export needs --storage URL (e.g. sqlite:///outputs/my-study/study.db)")
+        return export(a.export, a.storage)
+    paths = [Path(p) for p in a.landscape] if a.landscape else sorted(SUITE.glob("*.json")) + sorted(SUITE.glob("*/*.json"))
+    try:
+        lands = {str(p): load(p) for p in paths}
+        base = base_settings(DEFAULT, overrides)
+    except LandscapeError as e:
+        sys.exit(str(e))
+    except ConfigError as e:
+        sys.exit(f"{e}")
+    jobs = [(p, strategy, overrides, budget, seed) for p in lands for strategy in STRATEGIES for budget in BUDGETS
+            for seed in range(a.seeds)]
+    with Pool(a.jobs, initializer=one_thread) as pool:
+        results = pool.map(replay, jobs, chunksize=8)
+        runs = {}
+        for out in results:
+            p, strategy, _, budget, seed = out["job"]
+            runs.setdefault(p, {})[(strategy, budget, seed)] = out["trials"]
+        regret = {(strategy, n): [] for strategy in STRATEGIES for n in BUDGETS}
+        worse = []
+        for p, land in lands.items():
+            print(f"\n### {land.name}: {describe(land, replay_space(base.space, land)[1])}\n")
+            print("\n".join(table(land, runs[p], a.seeds)))
+            for strategy in STRATEGIES:
+                for n in BUDGETS:
+                    regret[(strategy, n)] += [regret_after(land, runs[p][(strategy, n, s)], n) for s in range(a.seeds)]
+            worse += [f"{land.name} at {n}" for n in BUDGETS if worse_than_random(land, runs[p], a.seeds, n)]
+        print(f"\n### The {'files given' if a.landscape else 'suite'}: {len(lands)} landscapes x {a.seeds} seeds, "
+              "mean regret\n")
+        print("| strategy | after 6 | after 12 | after 30 |\n|---|---|---|---|")
+        for strategy in STRATEGIES:
+            print(f"| {strategy} | " + " | ".join(f"{statistics.fmean(regret[(strategy, n)]):.3f}" for n in BUDGETS) + " |")
+        print(f"\nwhere the default is worse than random beyond the spread over seeds (2 standard errors): "
+              f"{', '.join(worse) if worse else 'nowhere'}")
+        share = search_share(lands[str(DEMO)], overrides, a.seeds, pool) if str(DEMO) in lands else None
+    word = "landscape" if a.landscape else "suite"
+    for n in BUDGETS[1:]:
+        print(f"{word}_regret_at_{n}_default={statistics.fmean(regret[(DEFAULT, n)]):.3f} "
+              f"{word}_regret_at_{n}_random={statistics.fmean(regret[(RANDOM, n)]):.3f}")
+    if share:
+        print(f"search_share={share[DEFAULT]:.3f} random_share={share[RANDOM]:.3f}")
+    print(f"{word}_regret_default={statistics.fmean(regret[(DEFAULT, 6)]):.3f} "
+          f"{word}_regret_random={statistics.fmean(regret[(RANDOM, 6)]):.3f}")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,24 @@ from trainers.settings import ConfigError
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
-def prepare(s) -> None:
-    """Every check that can refuse the sweep, before the study is opened or changed."""
+def prepare(s):
+    """Every check that can refuse the sweep, before the study is opened or changed; returns the
+    settings the trials get (offline tracking when the W&B server does not answer)."""
+    from dataclasses import replace
+
     from sweeper.checks import check_before_study
     from trainers import quiet
+    from trainers.tracking import fallback_note
 
     quiet.install()
     for line in check_before_study(s):  # what the target modules adapt on this model, said once
         print(line, flush=True)
+    note = fallback_note(s.trial.tracking)
+    if note is None:
+        return s
+    print(note, flush=True)  # once here, and every trial is told: none waits ~90 s for wandb.init to fail
+    return replace(s, overrides=[*s.overrides, "tracking.mode=offline"],
+                   trial=replace(s.trial, tracking=replace(s.trial.tracking, mode="offline")))
 
 
 def start_executor(devices):
@@ -61,6 +71,7 @@ def run_sweep(s, devices, executor) -> int:
 
     from sweeper.loop import SweepLoop
     from sweeper.results.report import final_report, warm_imports
+    from sweeper.search.strategy import describe
     from sweeper.study import NODE_CONNECTIONS, build_storage, counts, open_study, serve_trials
     from sweeper.view import LiveView
 
@@ -75,6 +86,7 @@ def run_sweep(s, devices, executor) -> int:
     view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
               f"storage {s.storage_shown}")
     args = f" ARGS={shlex.quote(shlex.join(s.overrides_shown))}" if s.overrides else ""
+    view.note(describe(s))
     view.note(f"watch it in optuna-dashboard (http://127.0.0.1:{s.dashboard_port}/): make dashboard{args}")
     s.dir.mkdir(parents=True, exist_ok=True)
     executor.log_dir = s.dir  # the spares it starts from now on print there
@@ -177,13 +189,14 @@ def sweep(argv: list[str]):
         # importing before the ~0.6 s of composing a trial config for every choice and range end.
         early = sweep_settings(argv, check_values=False)
         if early.launcher == "slurm":  # trials run in the array's tasks, none here
-            s = sweep_settings(argv)
-            prepare(s)
+            from sweeper.slurm import require_sbatch
+
+            require_sbatch()  # before the study and its baseline are created
+            s = prepare(sweep_settings(argv))
             return run_on_slurm(s), s
         devices = find_devices(early.devices)
         executor = start_executor(devices)
-        s = sweep_settings(argv)
-        prepare(s)
+        s = prepare(sweep_settings(argv))
         return run_sweep(s, devices, executor), s
     finally:
         if executor is not None:

@@ -10,6 +10,11 @@ from pathlib import Path
 from trainers.sft import STAGING
 
 
+# The reason a trial process killed from outside the sweep, not for memory, fails with: the loop
+# runs its values again from its checkpoint (sweeper/killed.py tells the two kinds of SIGKILL apart).
+KILLED = "killed from outside"
+
+
 @dataclass
 class Job:
     trial_dir: Path

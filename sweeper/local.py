@@ -11,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sweeper.job import Job, Outcome, failure_line, last_step, read_progress, read_result
+from sweeper.job import KILLED, Job, Outcome, failure_line, last_step, read_progress, read_result
+from sweeper.killed import KillWitness
 from sweeper.slots import Device, Slot, gpu_used_bytes, slot_env
 from sweeper.watch import ProgressWatch
 
@@ -49,10 +50,12 @@ class TrialProcesses:
             self.spare = None
 
 
-def exit_reason(returncode: int, log: Path) -> str:
-    if returncode == -signal.SIGKILL:  # not us (we kill only stalled trials, and say so): the kernel
-        return ("out of memory (host): killed by SIGKILL, not by the sweep: most likely the kernel's "
-                "out-of-memory killer")
+def exit_reason(returncode: int, log: Path, witness: KillWitness | None = None) -> str:
+    if returncode == -signal.SIGKILL:  # not us: we kill only stalled trials, and say so
+        oom, evidence = witness.verdict() if witness is not None else (False, "no record was kept")
+        if oom:
+            return f"out of memory (host): the kernel's out-of-memory killer ended it ({evidence})"
+        return f"{KILLED}: SIGKILL, not by the sweep, and not for memory ({evidence})"
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
     return f"exit {returncode}: {failure_line(log)}"
@@ -62,8 +65,10 @@ class LocalHandle:
     def __init__(self, proc: subprocess.Popen, job: Job, stall_timeout: int | None, trial_timeout: int | None):
         self.proc, self.trial_dir = proc, job.trial_dir
         self.watch = ProgressWatch(proc.pid, job.trial_dir / "progress.json", stall_timeout, trial_timeout)
+        self.witness = KillWitness(proc.pid, (job.memory_share or {}).get("host_bytes"))
 
     def poll(self) -> Outcome | None:
+        self.witness.sample()
         if self.proc.poll() is None:
             stopped = self.watch.verdict()
             if stopped is None:
@@ -74,7 +79,7 @@ class LocalHandle:
         if result is not None:
             return result
         return Outcome("failed", None, last_step(self.trial_dir),
-                       exit_reason(self.proc.returncode, self.trial_dir / "trial.log"))
+                       exit_reason(self.proc.returncode, self.trial_dir / "trial.log", self.witness))
 
     def progress(self) -> dict | None:
         return read_progress(self.trial_dir)

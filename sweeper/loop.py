@@ -14,7 +14,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 from optuna.trial import TrialState
 
 from sweeper.executor import Executor, Handle
-from sweeper.job import Job, Outcome, last_step, remove_checkpoints, resume_point, trial_dir
+from sweeper.job import KILLED, Job, Outcome, last_step, remove_checkpoints, resume_point, trial_dir
 from sweeper.settings import SweepSettings
 
 # A stop asked for by a signal while the loop runs: the loop raises KeyboardInterrupt at its next
@@ -23,7 +23,7 @@ from sweeper.settings import SweepSettings
 # swallowed it (the sweep ran on to the end).
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.slots import Device, Slot
-from sweeper.space import suggest, to_overrides
+from sweeper.search.space import suggest, to_overrides
 from sweeper.study import counts
 from sweeper.view import LiveView
 
@@ -183,13 +183,21 @@ class SweepLoop:
         del self.running[key]
         outcome.facts["wall_s"] = round(time.monotonic() - r.started, 1)  # handed over to ended, as the sweep saw it
         tell(self.study, r.trial, outcome)
-        remove_checkpoints([r.trial_dir, *(trial_dir(self.s.dir, n) for n in
-                                           Retry.retry_history(self.storage.get_trial(r.trial._trial_id)))])
+        frozen = self.storage.get_trial(r.trial._trial_id)
+        # Killed from outside, for no fault of its values: they run again from its checkpoint, kept.
+        again = outcome.reason.startswith(KILLED) and len(Retry.retry_history(frozen)) < self.s.max_failures
+        if again:
+            Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
+        else:
+            remove_checkpoints([r.trial_dir, *(trial_dir(self.s.dir, n) for n in Retry.retry_history(frozen))])
         self.view.end(r.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - r.started,
                       counts(self.study), outcome.reason)
         if outcome.reason.startswith(OUT_OF_MEMORY):
             self._out_of_memory(r)
             return True  # the sweep's own packing, not the trial's values: not a failure streak
+        if again:
+            self.view.note(f"trial {r.number} was killed from outside the sweep: its values run again, from its "
+                           "last checkpoint")
         self.failures = self.failures + 1 if outcome.state == "failed" else 0
         if self.failures >= self.s.max_failures:
             log = r.trial_dir / "trial.log"

@@ -13,7 +13,7 @@ from sweeper.executor import Executor
 from sweeper.job import Job, Outcome
 from sweeper.settings import SweepSettings
 from sweeper.slots import Device, Slot
-from sweeper.space import Param, tied_value, to_overrides
+from sweeper.search.space import Param, tied_value, to_overrides
 
 PROBE_STEPS = 6  # enough for the optimizer state to exist and the allocator to settle; not a benchmark
 BITS_ORDER = {8: 2, 4: 1, None: 0}

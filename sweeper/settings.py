@@ -11,13 +11,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.slots import parse_devices, parse_trials_per_device
 from sweeper.slurm import SlurmSettings, parse_slurm
-from sweeper.space import Param, candidate_values, check_enqueued, grid, parse_space
+from sweeper.search.space import Param, candidate_values, check_enqueued, grid, parse_space
+from sweeper.search.strategy import PRUNERS, SAMPLERS
 from trainers.config import compose_config
 from trainers.settings import ConfigError, TrialSettings, first_line, trial_settings
 
-SAMPLERS = ("tpe", "random", "grid")
 LAUNCHERS = ("local", "slurm")
-PRUNERS = ("percentile", "median", "hyperband", "none")
 # Pruning compares eval losses at equal steps: these keys change what a step means.
 STEP_MEANING = ("train.eval_steps", "train.max_steps", "train.num_train_epochs", "train.per_device_train_batch_size",
                 "train.gradient_accumulation_steps", "train.max_length")
@@ -50,7 +49,7 @@ class SweepSettings:
     n_trials: int
     sampler: str
     pruner: str
-    startup_trials: int
+    startup_trials: int | None   # trials of the start design; None: sized to n_trials (sweeper/search/strategy.py)
     seed: int
     max_failures: int
     heartbeat_interval: int
@@ -93,6 +92,31 @@ class SweepSettings:
     @property
     def fingerprint_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# A study name is one folder under sweep.output_root, its W&B group and part of every trial's
+# output_dir override: characters that travel in a Hydra override and in a path unchanged.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+# Every key conf/sweep/default.yaml has: a key outside them (a typo, +sweep.n_trails=20) would
+# otherwise be composed and silently ignored, as the trial's own sections refuse theirs.
+SWEEP_KEYS = ("study_name", "output_root", "dir", "storage", "objective", "n_trials", "sampler", "pruner",
+              "startup_trials", "seed", "max_failures", "heartbeat_interval", "grace_period", "checkpoints",
+              "stall_timeout", "trial_timeout", "devices", "trials_per_device", "debug_device_memory_mb",
+              "dashboard_port", "enqueue", "quiet", "final_report", "launcher", "slurm")
+
+
+def _known(raw: dict, known: tuple, section: str) -> None:
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}", raw[unknown[0]], f"unknown key; known: {', '.join(sorted(known))}")
+
+
+def _study_name(name) -> None:
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        raise ConfigError("sweep.study_name", name, "one folder name under sweep.output_root: 1-128 ASCII letters, "
+                          "digits, '_', '.' and '-', not starting with '.' or '-' (no '/', '..' or spaces)")
 
 
 def _int(raw: dict, key: str, minimum: int) -> int:
@@ -164,8 +188,8 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     trial = trial_settings(cfg)  # first: the sweep's keys may be set relative to the trial's
     raw = _resolved(cfg, "sweep")
     raw_space = _resolved(cfg, "search")
-    if not isinstance(raw.get("study_name"), str) or not raw["study_name"].strip():
-        raise ConfigError("sweep.study_name", raw.get("study_name"), "a non-empty name")
+    _known(raw, SWEEP_KEYS, "sweep")
+    _study_name(raw.get("study_name"))
     if raw.get("sampler") not in SAMPLERS:
         raise ConfigError("sweep.sampler", raw.get("sampler"), f"allowed: {', '.join(SAMPLERS)}")
     if raw.get("pruner") not in PRUNERS:
@@ -173,10 +197,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     n_trials = _int(raw, "n_trials", 1)
     heartbeat = _int(raw, "heartbeat_interval", 1)
     grace = _int(raw, "grace_period", heartbeat + 1)
-    startup = raw.get("startup_trials")
-    # Sized to the sweep: optuna's defaults (10 for TPE, 5 for the median pruner) would make
-    # an 8-trial sweep sample at random and prune nothing.
-    startup = _int(raw, "startup_trials", 0) if startup is not None else max(1, min(5, n_trials // 4))
+    startup = _optional_int(raw, "startup_trials", 0)
 
     space = parse_space(raw_space)
     if raw["pruner"] != "none":

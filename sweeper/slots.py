@@ -83,9 +83,12 @@ def find_devices(setting) -> list[Device]:
     if setting == "cpu" or (setting == "auto" and not gpus):
         return [Device("cpu", None)]
     ids = list(gpus) if setting == "auto" else [str(d) for d in setting]
-    # Ids the driver does not list are still passed on (a test on CPU, or a driver nvidia-smi
-    # cannot see): the trial process then finds no GPU there and runs on what it has.
-    return [Device(i, *gpus[i]) if i in gpus else Device(i, None, "unknown") for i in ids]
+    missing = [i for i in ids if i not in gpus]
+    if missing:  # its trials would find no GPU there and train on the CPU under a GPU's name
+        listed = ", ".join(gpus) if gpus else "none"
+        raise ConfigError("sweep.devices", setting, f"no GPU {', '.join(missing)} on this machine (the driver lists: "
+                          f"{listed}); allowed: auto, cpu, or ids the driver lists")
+    return [Device(i, *gpus[i]) for i in ids]
 
 
 def parse_devices(value):

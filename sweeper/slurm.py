@@ -51,6 +51,12 @@ def _text(raw: dict, key: str):
 
 
 def parse_slurm(raw: dict) -> SlurmSettings:
+    from dataclasses import fields
+
+    known = sorted(f.name for f in fields(SlurmSettings))
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"sweep.slurm.{unknown[0]}", raw[unknown[0]], f"unknown key; known: {', '.join(known)}")
     extra = raw.get("extra") or []
     if not isinstance(extra, list) or not all(isinstance(e, str) and e.startswith("-") and "\n" not in e for e in extra):
         raise ConfigError("sweep.slurm.extra", extra, 'a list of sbatch options, e.g. ["--constraint=h100"]')
@@ -93,11 +99,16 @@ def sbatch_script(s, python: str, cwd: Path) -> str:
         ""])
 
 
-def submit(s) -> str:
-    """Write the array's script into <study>/slurm/ and submit it; the job id."""
+def require_sbatch() -> None:
+    """Asked before the study is created: without sbatch nothing can be submitted."""
     if shutil.which("sbatch") is None:
         raise ConfigError("sweep.launcher", "slurm", "sbatch is not on this machine's PATH: run from a SLURM login "
                           "node, or use sweep.launcher=local")
+
+
+def submit(s) -> str:
+    """Write the array's script into <study>/slurm/ and submit it; the job id."""
+    require_sbatch()
     folder = s.dir / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"

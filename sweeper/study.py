@@ -8,7 +8,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweeper.settings import SweepSettings
-from sweeper.space import grid
+from sweeper.search.strategy import build_pruner, build_sampler
 from trainers.settings import ConfigError, first_line
 
 DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
@@ -22,6 +22,23 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NODE_CONNECTIONS = 4
 
 
+class StaleTrial:
+    """A trial whose heartbeat stopped (its sweep process, or its node, is gone): retried, resuming
+    from its last checkpoint with the eval losses it reported, and failed with a reason that says so
+    (Optuna leaves the reason empty)."""
+
+    def __init__(self, s: SweepSettings):
+        self.grace_period = s.grace_period
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures, inherit_intermediate_values=True)
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        self.retry(study, trial)  # first: the retry copies the trial's attributes, this reason is not its
+        where = f" on node {trial.user_attrs['node']}" if trial.user_attrs.get("node") else ""
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", (
+            f"lost: its heartbeat stopped for more than sweep.grace_period={self.grace_period} s (its sweep process"
+            f"{where} died or lost the database); retried from its last checkpoint"))
+
+
 def build_storage(s: SweepSettings, connections: int | None = None):
     """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line.
     connections: at most this many database connections (the sweep process's own storage)."""
@@ -29,49 +46,12 @@ def build_storage(s: SweepSettings, connections: int | None = None):
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # The retry inherits the reported eval losses: it resumes from the last checkpoint.
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures, inherit_intermediate_values=True)
             pool = {} if connections is None else {"pool_size": connections, "max_overflow": 0}
             return RDBStorage(s.storage, engine_kwargs={"pool_pre_ping": True, **pool},
                               heartbeat_interval=s.heartbeat_interval,
-                              grace_period=s.grace_period, heartbeat_stale_trial_callback=retry)
+                              grace_period=s.grace_period, heartbeat_stale_trial_callback=StaleTrial(s))
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
         raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}") from None
-
-
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler calls Study.stop once the grid is used up, which raises outside
-    Study.optimize; this sweep drives ask/tell itself and stops at sweep.n_trials."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        pass
-
-
-def build_sampler(s: SweepSettings):
-    if s.sampler == "grid":
-        return GridSampler(grid(s.space), seed=s.seed)
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=s.seed)
-
-
-PERCENTILE = 75.0
-
-
-def build_pruner(s: SweepSettings):
-    """The storage keeps no pruner: every process that loads the study must build this again."""
-    if s.pruner == "percentile":
-        # Cut only a trial in the worst quarter at its step. bench-search (bench/results.md), 20
-        # seeds on the default space: the median pruner cut 161 trials that would have ended near
-        # the best and missed the target in 2 seeds; this one cut 1 and saved a quarter of the steps.
-        return optuna.pruners.PercentilePruner(PERCENTILE, n_startup_trials=s.startup_trials, n_warmup_steps=0)
-    if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials, n_warmup_steps=0)
-    if s.pruner == "hyperband":
-        max_steps = s.trial.train.max_steps
-        return optuna.pruners.HyperbandPruner(min_resource=s.trial.train.eval_steps,
-                                              max_resource=max_steps if max_steps > 0 else "auto")
-    return optuna.pruners.NopPruner()
 
 
 def _differences(stored: dict, current: dict) -> list[str]:

@@ -175,7 +175,8 @@ def run_job(job: Job, storage_url: str) -> dict:
     import optuna
 
     from sweeper.settings import sweep_settings
-    from sweeper.study import build_pruner, trial_storage
+    from sweeper.search.strategy import build_pruner
+    from sweeper.study import trial_storage
     from trainers import quiet
     from trainers.config import compose_config
     from trainers.settings import trial_settings

@@ -73,3 +73,18 @@ def test_optuna_cli_lists_the_study_without_its_fingerprint(tmp_path):
     assert proc.returncode == 0, proc.stderr[-1000:]
     (listed,) = json.loads(proc.stdout)
     assert listed["name"] == "cli" and "fingerprint" not in proc.stdout and "search.lora_r" not in proc.stdout
+
+
+def test_dashboard_on_a_busy_port_names_the_key(tmp_path):
+    args = [f"sweep.dir={tmp_path}", "sweep.study_name=busy", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}"]
+    s = sweep_settings(args, check_values=False)
+    open_study(s, build_storage(s))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "sweeper.results.dashboard", *args, f"sweep.dashboard_port={port}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""  # no "Listening on ..." before the refusal
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: sweep.dashboard_port={port}: 127.0.0.1:{port} is taken") and "sweep.dashboard_port=" in line

@@ -100,6 +100,31 @@ def test_folder_that_is_not_a_model(contents, short_trial, tiny_model, tmp_path,
     assert listing(folder) == before, "nothing built or written into the user's folder"
 
 
+def test_a_broken_jsonl_line_is_named_by_its_line_number(short_trial, tmp_path, capsys):
+    """datasets counts parsed rows (here it says row 2); an editor shows the file's lines."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n\n'
+                    '{"prompt": "e", "completion":\n{"prompt": "f", "completion": "g"}\n')
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and err == [f"error: data.name_or_path='{path}': is not a readable .jsonl file: line 4 is not "
+                                 "JSON (Expecting value at column 30)"]
+
+
+@pytest.mark.parametrize("rows, says", [
+    ([{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": None}] * 3,
+     "has 3 row(s) whose completion is null in {path} (the first: line 2); fill or drop them"),
+    ([{"prompt": "a", "completion": ""}, {"prompt": "c", "completion": "  "}] * 3,
+     "has no row with a non-empty completion in {path}: nothing to learn"),
+])
+def test_rows_a_trial_cannot_learn_from_are_refused_before_any_trial(rows, says, short_trial, tmp_path, capsys):
+    import json
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and err == [f"error: data.train_split='train': {says.format(path=path)}"]
+
+
 @pytest.mark.parametrize("name,content,says", [
     ("empty.jsonl", b"", "is empty"),
     ("notes.jsonl", b"this is not JSON {\n", "not a readable .jsonl file"),

@@ -5,7 +5,7 @@ import pytest
 
 from sweeper.packing import GIB, SPARE, choose_batch, divisors, fits, gpu_fraction, peaks_at, slots_for
 from sweeper.probe import hungriest
-from sweeper.space import Param
+from sweeper.search.space import Param
 
 H200 = 141 * GIB
 HOST = 10**15  # host memory is not what binds in these cases

@@ -104,15 +104,29 @@ def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
 
 
 def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
-    """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5 (this machine
-    has no GPU, so the trials train on the CPU; what matters is what each process was given)."""
+    """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5. This machine
+    has no GPU: a stand-in nvidia-smi on PATH lists GPUs 3 and 5 (so the ids are accepted), and the
+    trials train on the CPU; what matters is what each process was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\ncase \"$*\" in *query-gpu*) "
+                                        "printf '3, 81559, Stand-in\\n5, 81559, Stand-in\\n';; esac\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.devices=[3,5]", "sweep.trials_per_device=1",
-                               "tracking.mode=disabled", "train.max_steps=4", "train.eval_steps=2"])
+                               "tracking.mode=disabled", "train.max_steps=4", "train.eval_steps=2"], env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slots: gpu3 x1, gpu5 x1" in proc.stdout
     trials = load(f"sqlite:///{tmp_path / 'study.db'}").trials
     seen = {t.user_attrs["device"]: t.user_attrs["visible_devices"] for t in trials}
     assert seen == {"gpu3": "3", "gpu5": "5"}
+    # Without the stand-in the driver lists nothing: a GPU id that is not there is refused before
+    # the study is touched, where it used to train on the CPU under a GPU's name.
+    refused = sweep(sweep_args + ["sweep.devices=[0]", "sweep.study_name=t2"])
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: sweep.devices=[0]: no GPU 0 on this machine (the driver lists: none); allowed: auto, cpu, or ids "
+        "the driver lists"]
 
 
 def test_out_of_memory_costs_one_trial_and_lowers_k(sweep_args, tmp_path):

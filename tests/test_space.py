@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sweeper.settings import sweep_settings
-from sweeper.space import check_enqueued, parse_space, suggest, to_overrides
+from sweeper.search.space import check_enqueued, parse_space, suggest, to_overrides
 from trainers.config import compose_config
 from trainers.settings import ConfigError, trial_settings
 
@@ -27,7 +27,7 @@ def test_default_space_ties_alpha_to_rank():
 
 @pytest.mark.parametrize("overrides, low, high", [
     ([], 2e-4, 2e-2),                                       # the tiny demo's preset, 2e-3
-    (["train=gpu", "model=llama3_1_8b"], 1e-5, 1e-3),       # the 8B preset, 1e-4
+    (["train=gpu", "model=llama3_1_8b"], 2e-5, 2e-3),       # the 8B preset, 2e-4 (QLoRA for 7B-13B)
     (["train.learning_rate=5e-4"], 5e-5, 5e-3),
 ])
 def test_learning_rate_range_is_a_decade_either_side_of_the_preset(overrides, low, high):

@@ -3,6 +3,7 @@ SIGKILLed sweep resumed to exactly n_trials. Real Optuna, real trial processes, 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +33,9 @@ def sweep_args(short_trial, tmp_path):
                           "sweep.trials_per_device=1"]
 
 
-def sweep(args, timeout=600):
+def sweep(args, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def load(storage, name="t"):
@@ -203,7 +204,10 @@ def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     killed = study.trials[1]
     assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["fail_reason"].startswith("lost: its heartbeat stopped for more than "
+                                                      "sweep.grace_period=3 s (its sweep process on node ")
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == 1]
+    assert "fail_reason" not in retries[0].user_attrs
     assert len(retries) == 1 and retries[0].params == killed.params  # tried again, once
     assert study.trials[0].value == before.value and study.trials[0].state == before.state
     assert "retry of trial 1" in resumed.stdout
@@ -303,6 +307,48 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(sweep_args, tmp_path):
     assert uninterrupted.params == retry.params and uninterrupted.user_attrs["first_step"] == 1
     assert retry.value == uninterrupted.value  # exactly: CPU training is deterministic, resume included
     assert retry.intermediate_values == uninterrupted.intermediate_values  # 10 and 20 inherited, 30 and 40 its own
+
+
+def test_a_trial_killed_from_outside_runs_again_from_its_checkpoint(sweep_args, tmp_path):
+    """kill -9 of the trial process (an operator, a scheduler; not the sweep, not for memory): the
+    baseline trial fails as killed, not as out of memory, and its values run again in the same
+    sweep from the checkpoint it left, so the baseline is not lost."""
+    args = sweep_args + ["sweep.n_trials=1", "train.max_steps=40", "train.eval_steps=10", "tracking.mode=disabled"]
+    trial0 = tmp_path / "sweep" / "trials" / "0"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (trial0 / "checkpoint-20").exists(), every=0.02)
+    os.kill(worker_of(proc.pid, trial0), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    killed, retry = load(f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert killed.state == TrialState.FAIL
+    reason = killed.user_attrs["fail_reason"]
+    assert reason.startswith("killed from outside: SIGKILL, not by the sweep, and not for memory (") and "memory" in reason
+    assert "out of memory" not in reason and "not retried" not in out
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params  # the baseline's values
+    assert retry.user_attrs["resumed_from_step"] >= 20 and retry.user_attrs["first_step"] > 20
+    assert "was killed from outside the sweep: its values run again" in out
+
+
+def test_wandb_online_without_a_route_to_its_server_saves_offline_and_says_so_once(sweep_args, tmp_path):
+    """Logged in (an API key) but the server does not answer: said once, before the study, and the
+    trials log offline at once, where each used to wait ~95 s for wandb.init and then fail."""
+    with socket.socket() as probe:  # a port with nothing listening: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env.update(WANDB_API_KEY="k" * 40, WANDB_BASE_URL=f"http://127.0.0.1:{port}")
+    args = [a for a in sweep_args if not a.startswith("tracking.mode=")] + ["tracking.mode=online", "sweep.n_trials=1"]
+    proc = sweep(args, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = [line for line in proc.stdout.splitlines() if "did not answer" in line]
+    assert said == [f"W&B: http://127.0.0.1:{port} did not answer within 5 s (Connection refused): runs are saved "
+                    "offline (upload them later with wandb sync; tracking.mode=offline skips this check)"]
+    assert proc.stdout.index(said[0]) < proc.stdout.index("study 't'")  # before the study is touched
+    (trial,) = load(f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert trial.state == TrialState.COMPLETE
+    assert list((tmp_path / "sweep" / "trials" / "0").glob("wandb/offline-run-*"))
 
 
 def test_stalled_trial_is_killed_and_the_sweep_goes_on(sweep_args, tmp_path):

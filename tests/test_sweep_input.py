@@ -1,5 +1,6 @@
 """Bad sweep input is refused before any training: one line naming the key, the bad value and
 what is allowed, exit code 2, the study untouched. Also: the fingerprint refusal."""
+import uuid
 from pathlib import Path
 
 import optuna
@@ -8,6 +9,7 @@ import pytest
 from sweeper.__main__ import main
 from sweeper.settings import sweep_settings
 from sweeper.study import build_storage, check_existing, open_study
+from test_sweep import POSTGRES
 from trainers.settings import ConfigError
 
 
@@ -106,23 +108,11 @@ def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
     assert "train.weight_decay (0.0 → 0.1)" in line
 
 
-def test_pruners_and_samplers_fit_the_sweep():
-    from sweeper.study import build_pruner, build_sampler
-
-    s = sweep_settings(["sweep.pruner=hyperband", "train.max_steps=40", "train.eval_steps=10"])
-    hyperband = build_pruner(s)
-    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
-    assert (hyperband._min_resource, hyperband._max_resource) == (10, 40)
-    s = sweep_settings([])  # 8 trials: optuna's defaults (5 and 10 startup trials) would prune nothing
-    assert build_pruner(s)._n_startup_trials == 2 and build_sampler(s)._n_startup_trials == 2
-    assert isinstance(build_pruner(sweep_settings(["sweep.pruner=none"])), optuna.pruners.NopPruner)
-
-
 def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
     """Optuna's GridSampler stops Study.optimize when the grid is used up, raising outside it: the
     sweep's ask/tell loop must get through every point, the last one included (found by bench-search)."""
-    from sweeper.space import suggest
-    from sweeper.study import build_sampler
+    from sweeper.search.space import suggest
+    from sweeper.search.strategy import build_sampler
 
     s = sweep_settings(["sweep.sampler=grid", "sweep.enqueue=[]", "sweep.n_trials=12", "~search.lora_dropout",
                         "+search.lora_dropout={type: float, low: 0.1, high: 0.2, step: 0.1, target: lora.dropout}",
@@ -252,3 +242,56 @@ def test_what_mattered_says_when_the_trials_are_too_few_to_tell():
     small.add_trials(study.trials[:3])
     assert what_mattered(small) == ["what mattered: too few trials to say (fANOVA compares trials at one eval step, "
                                     "which needs at least 5 finished trials that reached it; this study has 3)"]
+
+
+def test_slurm_without_sbatch_is_refused_before_the_study_exists(sweep_args, tmp_path, capsys, monkeypatch):
+    """On a machine with no SLURM, sweep.launcher=slurm is refused before the study and its baseline
+    are created (it used to create both, then refuse)."""
+    name = f"no-sbatch-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it, sbatch least of all
+    args = [a for a in sweep_args if not a.startswith(("sweep.storage=", "sweep.study_name="))]
+    line = refused(args + ["sweep.launcher=slurm", f"sweep.storage={POSTGRES}", f"sweep.study_name={name}"], capsys)
+    assert "sweep.launcher='slurm': sbatch is not on this machine's PATH" in line
+    assert name not in optuna.get_all_study_names(POSTGRES)
+
+
+def test_every_key_of_the_sweep_section_is_known():
+    """The known keys are the default config's: an unknown one (a typo) is refused with them."""
+    from omegaconf import OmegaConf
+
+    from sweeper.settings import SWEEP_KEYS
+    from trainers.config import compose_config
+
+    assert sorted(OmegaConf.to_container(compose_config([]).sweep)) == sorted(SWEEP_KEYS)
+    for typo, key in (("+sweep.n_trails=20", "sweep.n_trails"), ("+sweep.slurm.worker=4", "sweep.slurm.worker")):
+        with pytest.raises(ConfigError) as err:
+            sweep_settings([typo], check_values=False)
+        assert err.value.key == key and "unknown key; known: " in err.value.allowed
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs/study", "a b/c", ".hidden", "naïve", "a" * 129])
+def test_a_study_name_is_one_folder_under_the_output_root(name, capsys):
+    line = refused([f"sweep.study_name='{name}'"], capsys)
+    assert line.startswith("error: sweep.study_name=") and "one folder name under sweep.output_root" in line
+
+
+def test_max_steps_zero_trains_by_epochs():
+    from trainers.config import compose_config
+    from trainers.settings import trial_settings
+
+    for steps in (0, -1):
+        assert trial_settings(compose_config([f"train.max_steps={steps}"])).train.max_steps == -1
+
+
+def test_make_does_not_echo_a_storage_password():
+    """make prints each recipe line before running it unless told not to: the sweep's and the
+    follower's command lines carry ARGS, storage password and all."""
+    import subprocess
+
+    from conftest import ROOT
+
+    for target in ("sweep", "follow"):
+        proc = subprocess.run(["make", target, "ARGS=sweep.storage=postgresql://u:s3cr3t-pw@127.0.0.1:1/db "
+                               "sweep.n_trials=0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "sweep.n_trials=0" in proc.stderr, proc.stderr
+        assert "s3cr3t-pw" not in proc.stdout + proc.stderr

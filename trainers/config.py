@@ -34,7 +34,12 @@ def compose_config(overrides: list[str]) -> DictConfig:
             return compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         message = first_line(e)
-        named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
+        if "LexerNoViableAltException" in message:  # Hydra's override grammar did not take it
+            message = ("Hydra cannot read this override: quote a value holding spaces or characters other than "
+                       "ASCII letters, digits and -_./ (key='a value')")
+            named = [o for o in overrides if o in first_line(e)]
+        else:
+            named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
         raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None
 
 

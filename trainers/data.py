@@ -9,17 +9,21 @@ FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "
 SCHEMAS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
 SYNTHETIC_ROWS = 2000
 # Written only here, like the demo model: a mistyped data path is an error, not new demo data.
-SYNTHETIC_DEFAULT = ARTIFACTS / "data" / "synthetic_prices.jsonl"
+# data.build -> the file it writes on first use and the rows it writes there.
+EMBEDDED = {"synthetic_prices": ARTIFACTS / "data" / "synthetic_prices.jsonl",   # the default task
+            "synthetic_tiers": ARTIFACTS / "data" / "synthetic_tiers.jsonl"}     # a second, chat-format task
+SYNTHETIC_DEFAULT = EMBEDDED["synthetic_prices"]
 
 
 def ensure_embedded_data(data: DataSettings) -> None:
-    """Write the synthetic price data on first use (data.build=synthetic_prices), at its own place."""
+    """Write a demo task's synthetic data on first use (data.build=...), at its own place."""
     path = Path(data.name_or_path).expanduser().resolve()
-    if data.build == "synthetic_prices" and path == SYNTHETIC_DEFAULT and not path.exists():
-        from trainers.synthetic import price_rows, write_jsonl
+    if data.build in EMBEDDED and path == EMBEDDED[data.build] and not path.exists():
+        from trainers import synthetic
 
-        print(f"writing {SYNTHETIC_ROWS} SYNTHETIC price rows to {path} (data.build=synthetic_prices)", flush=True)
-        write_jsonl(price_rows(SYNTHETIC_ROWS, seed=0), path)
+        rows = {"synthetic_prices": synthetic.price_rows, "synthetic_tiers": synthetic.tier_rows}[data.build]
+        print(f"writing {SYNTHETIC_ROWS} SYNTHETIC rows to {path} (data.build={data.build})", flush=True)
+        synthetic.write_jsonl(rows(SYNTHETIC_ROWS, seed=0), path)
 
 
 def _load_file(path: Path, data: DataSettings, cache_dir: Path):
@@ -38,10 +42,29 @@ def _load_file(path: Path, data: DataSettings, cache_dir: Path):
         if "corresponds to no data" in str(e):  # datasets' words for a file without rows
             raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}") from None
         cause = e.__cause__ or e.__context__ or e
-        raise ConfigError("data.name_or_path", data.name_or_path,
-                          f"is not a readable {path.suffix} file ({first_line(cause)[:160]})") from None
+        bad_line = first_bad_json_line(path) if path.suffix == ".jsonl" else None
+        raise ConfigError("data.name_or_path", data.name_or_path, f"is not a readable {path.suffix} file: {bad_line}"
+                          if bad_line else f"is not a readable {path.suffix} file ({first_line(cause)[:160]})") from None
     finally:
         datasets.logging.set_verbosity(level)
+
+
+def first_bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file breaks, by the line number an editor shows (datasets counts parsed
+    rows, so a blank or broken line earlier shifts its number)."""
+    import json
+
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except ValueError as e:
+                return f"line {number} is not JSON ({e.msg} at column {e.colno})"
+            if not isinstance(row, dict):
+                return f"line {number} is not a JSON object (one row per line: {{\"prompt\": ..., ...}})"
+    return None
 
 
 def _load(data: DataSettings, cache_dir: Path):
@@ -111,6 +134,9 @@ def load_splits(data: DataSettings, cache_dir: Path):
     train = train.select_columns(keep)
     if len(train) == 0:
         raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}")
+    check_rows(train, fmt, data.train_split, data)
+    if data.eval_split is not None:
+        check_rows(ds[data.eval_split].select_columns(keep), fmt, data.eval_split, data)
     if data.eval_split is None:
         if len(train) < 2:
             raise ConfigError("data.train_split", data.train_split, "needs at least 2 rows to hold out an eval subset")
@@ -124,6 +150,45 @@ def load_splits(data: DataSettings, cache_dir: Path):
     if data.max_train_samples is not None:
         train = train.shuffle(seed=data.seed).select(range(min(data.max_train_samples, len(train))))
     return train, evals, fmt
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _row_at(index: int, data: DataSettings) -> str:
+    """A row as its file shows it: a .jsonl file's line number (blank lines are no rows), else its
+    index. The train split is the file's rows in order until the eval subset is held out."""
+    path = Path(data.name_or_path).expanduser()
+    if path.suffix == ".jsonl" and path.is_file():
+        with path.open(encoding="utf-8", errors="replace") as f:
+            rows = (number for number, line in enumerate(f, start=1) if line.strip())
+            for number in rows:
+                if index == 0:
+                    return f"line {number}"
+                index -= 1
+    return f"row {index}, counting from 0"
+
+
+def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
+    """Rows TRL cannot train on, found before any trial: a null value (its tokenizer call dies with
+    AttributeError inside a trial), or no row with anything to learn (a ZeroDivisionError there).
+    Rows are counted from 0, as datasets counts them."""
+    key = "data.eval_split" if name == data.eval_split and name != data.train_split else "data.train_split"
+    learned = {"prompt_completion": "completion", "text": "text", "messages": "messages"}[fmt]
+    values = split[learned]
+    for column in SCHEMAS[fmt]:
+        nulls = [i for i, v in enumerate(split[column] if column != learned else values) if v is None]
+        if nulls:
+            raise ConfigError(key, name, f"has {len(nulls)} row(s) whose {column} is null in {data.name_or_path} "
+                              f"(the first: {_row_at(nulls[0], data)}); fill or drop them")
+    if fmt == "messages":
+        empty = [i for i, m in enumerate(values) if not m or all(_blank(turn.get("content")) for turn in m
+                                                                 if isinstance(turn, dict))]
+    else:
+        empty = [i for i, v in enumerate(values) if _blank(v)]
+    if len(empty) == len(values):
+        raise ConfigError(key, name, f"has no row with a non-empty {learned} in {data.name_or_path}: nothing to learn")
 
 
 def split_at_template(ds, data: DataSettings):

@@ -180,6 +180,9 @@ def _train(cfg: DictConfig) -> TrainSettings:
         v[key] = _number(v, "train", key, int, 0)
     _batch(v)
     v["max_steps"] = _number(v, "train", "max_steps", int, -1, strict=False) if v["max_steps"] is not None else -1
+    # 0 means what -1 and null mean, train.num_train_epochs: transformers' Trainer would take
+    # max_steps=0 literally and stop after a single step, reported as a complete trial.
+    v["max_steps"] = v["max_steps"] if v["max_steps"] > 0 else -1
     v["warmup_steps"] = _number(v, "train", "warmup_steps", int, 0, strict=False)
     v["learning_rate"] = _number(v, "train", "learning_rate", float, 0)
     v["weight_decay"] = _number(v, "train", "weight_decay", float, 0, strict=False)
@@ -217,7 +220,8 @@ def _data(cfg: DictConfig) -> DataSettings:
     _check(isinstance(v["name_or_path"], str) and v["name_or_path"] != "", "data.name_or_path",
            v["name_or_path"], "a hub dataset id, a local folder, or a .jsonl/.json/.csv/.parquet file")
     _check(v["format"] in DATA_FORMATS, "data.format", v["format"], f"allowed: {', '.join(DATA_FORMATS)}")
-    _check(v["build"] in (None, "synthetic_prices"), "data.build", v["build"], "allowed: synthetic_prices or null")
+    _check(v["build"] in (None, "synthetic_prices", "synthetic_tiers"), "data.build", v["build"],
+           "allowed: synthetic_prices, synthetic_tiers or null")
     v["eval_size"] = _number(v, "data", "eval_size", int, 0)
     if v["max_train_samples"] is not None:
         v["max_train_samples"] = _number(v, "data", "max_train_samples", int, 0)

@@ -51,6 +51,25 @@ def price_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+TIER_QUESTION = "Which brand tier and product category is this?"
+
+
+def tier_rows(n: int, seed: int) -> list[dict]:
+    """Chat rows (a `messages` column) for the second demo task: name the brand tier and category
+    of a product whose listing leaves the tier out, so the model has to know the brands."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        description, _ = make_item(rng)
+        lines = description.splitlines()
+        tier = lines[1].removeprefix("Brand tier: ")
+        category = next(c for c in CATEGORIES if lines[0].endswith(c))
+        listing = "\n".join(line for line in lines if not line.startswith("Brand tier:"))
+        rows.append({"messages": [{"role": "user", "content": f"{TIER_QUESTION}\n\n{listing}"},
+                                  {"role": "assistant", "content": f"{tier} {category}"}]})
+    return rows
+
+
 def pretraining_texts(n: int, seed: int) -> list[str]:
     """Plain text for pretraining the tiny base model: the same products in other phrasings,
     so fine-tuning has to adapt it to the prompt format rather than learn language from zero."""

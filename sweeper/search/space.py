@@ -1,11 +1,23 @@
 """The search space as data: conf/search/*.yaml entries become `trial.suggest_*` calls, and a
-trial's values become Hydra overrides of the trial job."""
+trial's values become Hydra overrides of the trial job. An entry may carry a prior (where the
+search starts and how it weighs the range), with the source it comes from."""
 from dataclasses import dataclass
 from typing import Any
 
 from trainers.settings import ConfigError
 
 TYPES = ("categorical", "int", "float", "tied")
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Where good values are believed to lie, before any trial: a numeric entry's centre and spread
+    (in decades on a log scale, in the value's own units otherwise), or a categorical entry's
+    weight per choice. The start of the search is spread by it (sweeper/search/start.py)."""
+    center: float | None = None
+    spread: float | None = None
+    weights: tuple = ()
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,7 @@ class Param:
     step: float | None = None
     of: str | None = None       # tied: the parameter it follows
     factor: float = 1.0         # tied: value = factor × of
+    prior: Prior | None = None  # None: every value alike (uniform on the entry's scale)
 
     @property
     def searched(self) -> bool:
@@ -37,7 +50,7 @@ def _param(name: str, spec: Any) -> Param:
     target = spec.get("target")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{key}.target", target, "the config key this parameter sets, e.g. lora.r")
-    known = {"type", "target", "choices", "low", "high", "log", "step", "of", "factor"}
+    known = {"type", "target", "choices", "low", "high", "log", "step", "of", "factor", "prior"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}", spec[unknown[0]], f"unknown key; known: {', '.join(sorted(known))}")
@@ -47,8 +60,11 @@ def _param(name: str, spec: Any) -> Param:
             raise ConfigError(f"{key}.choices", choices, "a non-empty list")
         if not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
             raise ConfigError(f"{key}.choices", choices, "numbers, strings, booleans or null")
-        return Param(name, kind, target, choices=tuple(choices))
+        return Param(name, kind, target, choices=tuple(choices), prior=_prior(key, spec.get("prior"), choices=choices))
     if kind == "tied":
+        if spec.get("prior") is not None:
+            raise ConfigError(f"{key}.prior", spec["prior"], "a tied parameter follows its own; give the prior to "
+                              f"search.{spec.get('of')}")
         factor = spec.get("factor", 1)
         if not isinstance(spec.get("of"), str):
             raise ConfigError(f"{key}.of", spec.get("of"), "the name of the parameter it is tied to")
@@ -67,7 +83,62 @@ def _param(name: str, spec: Any) -> Param:
         raise ConfigError(f"{key}.step", step, "a number > 0, and no step on a log scale")
     if kind == "int" and not all(float(v).is_integer() for v in (low, high)):
         raise ConfigError(f"{key}", f"[{low}, {high}]", "an int range needs whole-number bounds")
-    return Param(name, kind, target, low=low, high=high, log=log, step=step)
+    return Param(name, kind, target, low=low, high=high, log=log, step=step,
+                 prior=_prior(key, spec.get("prior"), low=low, high=high, log=log))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _prior(key: str, spec: Any, choices: list | None = None, low=None, high=None, log=False) -> Prior | None:
+    """A prior as the config writes it: {center, spread, source} for a range, {weights, source} for
+    choices. Checked here so a bad one is refused before the study opens."""
+    if spec is None:
+        return None
+    key = f"{key}.prior"
+    allowed = "{weights: [one per choice], source: ...}" if choices is not None else "{center, spread, source}"
+    if not isinstance(spec, dict):
+        raise ConfigError(key, spec, f"a mapping {allowed}")
+    known = {"weights", "source"} if choices is not None else {"center", "spread", "source"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", spec[unknown[0]], f"unknown key; known: {', '.join(sorted(known))}")
+    source = spec.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f"{key}.source", source, "where the prior comes from (a paper, a measurement): every prior cites one")
+    if choices is not None:
+        weights = spec.get("weights")
+        if not isinstance(weights, list) or not weights or not all(_number(w) and w > 0 for w in weights):
+            raise ConfigError(f"{key}.weights", weights, f"one number > 0 per choice ({len(choices)})")
+        if len(weights) != len(choices):
+            ordered = all(_number(c) for c in choices) and choices == sorted(choices) and len(weights) > 1
+            if not ordered:
+                raise ConfigError(f"{key}.weights", weights, f"one number > 0 per choice ({len(choices)}), or no prior "
+                                  f"(~{key})")
+            weights = along(weights, len(choices))  # choices overridden: the prior keeps its shape over them
+        return Prior(weights=tuple(float(w) for w in weights), source=source)
+    center, spread = spec.get("center"), spec.get("spread")
+    if not _number(center):
+        raise ConfigError(f"{key}.center", center, "a number: where in the range the prior puts the most weight")
+    if not _number(spread) or spread <= 0:
+        raise ConfigError(f"{key}.spread", spread, "a number > 0 (decades on a log scale, the value's units otherwise)")
+    # A range narrowed by an override may leave the centre outside: the prior then leans on the
+    # nearer end, rather than refusing a range the user chose.
+    return Prior(center=float(min(max(center, low), high)), spread=float(spread), source=source)
+
+
+def along(weights: list[float], n: int) -> list[float]:
+    """Weights given for ordered choices, carried over n ordered choices by position (linear
+    interpolation over 0..1), so a prior that grows with the rank still grows over other ranks."""
+    if n == 1:
+        return [sum(weights) / len(weights)]
+    out = []
+    for i in range(n):
+        x = i / (n - 1) * (len(weights) - 1)
+        k = min(int(x), len(weights) - 2)
+        out.append(weights[k] + (x - k) * (weights[k + 1] - weights[k]))
+    return out
 
 
 def parse_space(raw: dict) -> list[Param]:

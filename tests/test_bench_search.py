@@ -1,0 +1,105 @@
+"""bench/search.py on a user's own landscape files: bad files refused in one line naming the file and
+the cell, a good one replayed to the landscape_regret line, and a finished grid study exported to
+a file the replay reads. Real subprocesses, nothing trained."""
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from conftest import ROOT
+from sweeper.search.strategy import GridSampler  # Optuna's own stops the study outside optimize
+
+SEARCH = ROOT / "bench" / "search.py"
+RATES = [4e-05, 0.0001, 0.0003, 0.001, 0.003]
+RANKS = [4, 16, 64]
+
+
+def lora_like() -> dict:
+    """A public-sweep-shaped landscape: loss U-shaped in the log rate, best at 3e-4 and the top
+    rank, the highest rate diverged (missing)."""
+    cells = []
+    for i, lr in enumerate(RATES[:-1]):
+        for j, r in enumerate(RANKS):
+            cells.append({"params": {"learning_rate": lr, "lora_r": r},
+                          "final": round(0.60 + 0.01 * (i - 2) ** 2 - 0.002 * j, 4),
+                          "curve": {"10": 0.9, "20": round(0.7 + 0.01 * (i - 2) ** 2, 4)}})
+    return {"parameters": {"learning_rate": {"values": RATES, "log": True}, "lora_r": {"values": RANKS}},
+            "cells": cells, "noise_sd": 0.002, "missing": 3.0}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SEARCH), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_a_users_landscape_is_replayed_to_the_regret_line(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(lora_like()))
+    proc = run("--landscape", str(path), "--seeds", "2", "--strategies", "default,random", "--", "train=gpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("landscape_regret_default=") and " landscape_regret_random=" in lines[-1]
+    default, random = (float(x.split("=")[1]) for x in lines[-1].split())
+    assert 0 <= default and 0 <= random
+    text = proc.stdout
+    assert "### sweep: 15 configurations (learning_rate, lora_r; 3 missing, answered by 3)" in text
+    assert "| default |" in text and "| random |" in text
+    # The sweep's rank choices (8, 16, 32) give way to the file's, keeping the prior's shape.
+    assert "lora_r: the file's values [4, 16, 64] searched in place of the space's [8, 16, 32]" in text
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d["cells"].pop(0) and d.pop("missing"), 'have no result (the first: {"learning_rate": 4e-05, "lora_r": 4})'),
+    (lambda d: d["cells"][2]["params"].update(lora_alpha=32), "cell 2 names parameter 'lora_alpha', which 'parameters' lacks"),
+    (lambda d: d["cells"][5].update(final="0.61"), 'cell 5: final "0.61" is not a number'),
+    (lambda d: d["cells"][1]["params"].update(lora_r=8), "cell 1: lora_r=8 is not one of its values [4, 16, 64]"),
+    (lambda d: d.update(cells=[]), "the grid is empty"),
+    (lambda d: d["cells"][3]["curve"].update(late="x"), 'cell 3: curve point {"late": "x"} is not a step'),
+])
+def test_a_bad_landscape_is_refused_in_one_line(tmp_path, change, says):
+    record = lora_like()
+    change(record)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(record))
+    proc = run("--landscape", str(path), "--seeds", "1")
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(str(path)) and says in err[0], err
+
+
+def test_a_bad_sampler_is_refused_like_any_other_sweep_setting(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(lora_like()))
+    proc = run("--landscape", str(path), "--seeds", "1", "--", "sweep.sampler=bayes")
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "sweep.sampler" in err[0] and "auto, tpe, gp, qmc, random, grid" in err[0], err
+
+
+def test_a_finished_grid_study_exports_to_a_landscape(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    study = optuna.create_study(study_name="grid", storage=storage,
+                                sampler=GridSampler({"learning_rate": RATES, "lora_r": RANKS}))
+    truth = {(c["params"]["learning_rate"], c["params"]["lora_r"]): c for c in lora_like()["cells"]}
+    for _ in range(len(RATES) * len(RANKS)):
+        trial = study.ask()
+        key = (trial.suggest_categorical("learning_rate", RATES), trial.suggest_categorical("lora_r", RANKS))
+        if key not in truth:  # the diverged rate: the trial failed, as a real one would
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        for step, value in truth[key]["curve"].items():
+            trial.report(value, int(step))
+        study.tell(trial, truth[key]["final"])
+    proc = run("--export", "grid", "--storage", storage)
+    assert proc.returncode == 0, proc.stderr
+    exported = json.loads(proc.stdout)
+    assert exported["parameters"]["lora_r"]["values"] == RANKS
+    assert len(exported["cells"]) == 12 and exported["missing"] == max(c["final"] for c in truth.values())
+    cell = next(c for c in exported["cells"] if c["params"] == {"learning_rate": 0.0003, "lora_r": 64})
+    assert cell["final"] == truth[(0.0003, 64)]["final"] and cell["curve"] == truth[(0.0003, 64)]["curve"]
+    path = tmp_path / "exported.json"
+    path.write_text(proc.stdout)
+    replayed = run("--landscape", str(path), "--seeds", "1", "--strategies", "default,random")
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert replayed.stdout.strip().splitlines()[-1].startswith("landscape_regret_default=")
