@@ -176,7 +176,7 @@ def replay(job: tuple) -> dict:
         record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key}
         for step, value in curve.items():
             trial.report(value, step)
-            if trial.should_prune():
+            if step != max(curve) and trial.should_prune():  # the sweep never prunes at the last step
                 record.update(pruned=True, steps=step)
                 break
         study.tell(trial, state=optuna.trial.TrialState.PRUNED) if record["pruned"] else study.tell(trial, seen)

@@ -93,7 +93,10 @@ def trial_callback(trial, progress: Progress, meter=None):
                 return
             if math.isfinite(loss):
                 trial.report(loss, self.step)
-            if not math.isfinite(loss) or trial.should_prune():
+            # Not at the last step: a trial that trained all its steps is complete, whatever the
+            # pruner makes of its final loss (a retry that resumed near its end was reported pruned).
+            last = 0 < state.max_steps <= state.global_step
+            if not math.isfinite(loss) or (not last and trial.should_prune()):
                 import wandb
 
                 if wandb.run is not None:

@@ -168,3 +168,20 @@ def test_a_prior_follows_a_range_or_choices_the_user_narrowed():
         sweep_settings(["search=qlora_modules", "search.target_modules.choices=[attention,all-linear,q_proj]"],
                        check_values=False)  # choices with no order to carry two weights over
     assert err.value.key == "search.target_modules.prior.weights" and "~search.target_modules.prior" in str(err.value)
+
+
+def test_a_trial_that_trained_all_its_steps_is_never_pruned(tmp_path):
+    """The pruner is asked at every eval but the last: a trial in the worst quarter at its final
+    eval trained every step, and is complete (a retry resumed near its end was reported pruned)."""
+    from types import SimpleNamespace
+
+    from sweeper.worker import Progress, trial_callback
+
+    study = optuna.create_study(pruner=optuna.pruners.PercentilePruner(75.0, n_startup_trials=0, n_warmup_steps=0))
+    for value in (1.0, 1.1, 1.2):
+        study.add_trial(optuna.trial.create_trial(value=value, intermediate_values={30: value, 40: value},
+                                                  params={}, distributions={}))
+    callback = trial_callback(study.ask(), Progress(tmp_path / "progress.json"))
+    callback.on_evaluate(None, SimpleNamespace(global_step=40, max_steps=40), None, metrics={"eval_loss": 9.0})
+    with pytest.raises(optuna.TrialPruned):  # before the end, the same loss is cut
+        callback.on_evaluate(None, SimpleNamespace(global_step=30, max_steps=40), None, metrics={"eval_loss": 9.0})
