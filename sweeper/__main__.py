@@ -12,6 +12,7 @@ import warnings
 from trainers.settings import ConfigError
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+EXIT_STORAGE = 1  # as repeated trial failures: the sweep could not go on
 
 
 def prepare(s):
@@ -72,7 +73,7 @@ def run_sweep(s, devices, executor) -> int:
     from sweeper.loop import SweepLoop
     from sweeper.results.report import final_report, warm_imports
     from sweeper.search.strategy import describe
-    from sweeper.study import NODE_CONNECTIONS, build_storage, counts, open_study, serve_trials
+    from sweeper.study import NODE_CONNECTIONS, build_storage, counts, open_study, serve_trials, storage_problem
     from sweeper.view import LiveView
 
     # We drive ask/tell ourselves and send heartbeats from the launcher, which optuna calls
@@ -107,6 +108,13 @@ def run_sweep(s, devices, executor) -> int:
     except KeyboardInterrupt:
         loop.stop_all("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as e:
+        problem = storage_problem(e, s)
+        if problem is None:
+            raise
+        loop.stop_all("stopped: the study storage failed")
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_STORAGE
     finally:
         if warm.ident is not None:
             warm.join()  # no exit in the middle of an import

@@ -51,7 +51,10 @@ class Outcome:
 
 
 def write_result(trial_dir: Path, result: dict) -> None:
-    (trial_dir / "result.json").write_text(json.dumps(result))
+    """Whole or absent (a rename): a half-written result on a full disk is never read as complete."""
+    tmp = trial_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result))
+    tmp.replace(trial_dir / "result.json")
 
 
 def read_result(trial_dir: Path) -> Outcome | None:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from sweeper.job import KILLED, Job, Outcome, failure_line, last_step, read_progress, read_result
+from sweeper.disk import state_of
 from sweeper.killed import KillWitness
 from sweeper.slots import Device, Slot, gpu_used_bytes, slot_env
 from sweeper.watch import ProgressWatch
@@ -58,6 +59,9 @@ def exit_reason(returncode: int, log: Path, witness: KillWitness | None = None) 
         return f"{KILLED}: SIGKILL, not by the sweep, and not for memory ({evidence})"
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
+    full = state_of(log.parent)
+    if full is not None:  # it could not even write its result: the disk says why
+        return f"could not write: {log.parent} is on a disk that is {full} (exit {returncode}: {failure_line(log)})"
     return f"exit {returncode}: {failure_line(log)}"
 
 

@@ -24,7 +24,7 @@ from sweeper.settings import SweepSettings
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.slots import Device, Slot
 from sweeper.search.space import suggest, to_overrides
-from sweeper.study import counts
+from sweeper.study import counts, fail_lost_trials
 from sweeper.view import LiveView
 
 EXIT_FAILURES = 1
@@ -224,7 +224,7 @@ class SweepLoop:
             if STOP.is_set():
                 STOP.clear()
                 raise KeyboardInterrupt
-            optuna.storages.fail_stale_trials(self.study)  # a dead sweep's RUNNING trials: failed, then retried
+            fail_lost_trials(self.study)  # a dead sweep's RUNNING trials: failed, then retried
             for key, r in list(self.running.items()):
                 self._beat(r)
                 outcome = r.handle.poll()
@@ -247,12 +247,18 @@ class SweepLoop:
             STOP.wait(0.25 if self.running else self.s.heartbeat_interval)
 
     def stop_all(self, why: str) -> None:
-        """Ctrl-C, SIGTERM, or a stop: every running trial is failed and its values run first next time."""
-        for key, r in list(self.running.items()):
+        """Ctrl-C, SIGTERM, or a stop: every running trial is failed and its values run first next time.
+        Their processes are stopped first: recording it may fail (a storage that takes no writes),
+        and then the trials stay RUNNING and the rerun retries them from their heartbeat."""
+        for r in self.running.values():
             r.handle.kill()
-            r.trial.set_user_attr("fail_reason", why)
-            r.trial.set_user_attr("steps", last_step(r.trial_dir))
-            frozen = self.study.tell(r.trial, state=TrialState.FAIL)
-            Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
+        for key, r in list(self.running.items()):
+            try:
+                r.trial.set_user_attr("fail_reason", why)
+                r.trial.set_user_attr("steps", last_step(r.trial_dir))
+                frozen = self.study.tell(r.trial, state=TrialState.FAIL)
+                Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
+                self.view.note(f"{why}: trial {r.number} will run again; rerun the same command to continue")
+            except Exception:  # the storage is what failed: nothing more can be recorded now
+                self.view.note(f"{why}: trial {r.number} could not be recorded as stopped; the rerun retries it")
             del self.running[key]
-            self.view.note(f"{why}: trial {r.number} will run again; rerun the same command to continue")

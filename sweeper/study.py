@@ -1,5 +1,6 @@
 """The Optuna study in real storage: opened or created (refusing a mismatched one), with the
 sampler and pruner the settings name, heartbeats so trials of a dead sweep are retried."""
+import copy
 import json
 import warnings
 
@@ -24,19 +25,37 @@ NODE_CONNECTIONS = 4
 
 class StaleTrial:
     """A trial whose heartbeat stopped (its sweep process, or its node, is gone): retried, resuming
-    from its last checkpoint with the eval losses it reported, and failed with a reason that says so
-    (Optuna leaves the reason empty)."""
+    from its last checkpoint with the eval losses it reported (Optuna's retry callback)."""
 
     def __init__(self, s: SweepSettings):
         self.grace_period = s.grace_period
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_failures, inherit_intermediate_values=True)
 
     def __call__(self, study: optuna.Study, trial) -> None:
-        self.retry(study, trial)  # first: the retry copies the trial's attributes, this reason is not its
+        trial.user_attrs.pop("fail_reason", None)  # a copy: the retry inherits the rest, not why this one failed
+        self.retry(study, trial)
+
+    def reason(self, trial) -> str:
         where = f" on node {trial.user_attrs['node']}" if trial.user_attrs.get("node") else ""
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", (
-            f"lost: its heartbeat stopped for more than sweep.grace_period={self.grace_period} s (its sweep process"
-            f"{where} died or lost the database); retried from its last checkpoint"))
+        return (f"lost: its heartbeat stopped for more than sweep.grace_period={self.grace_period} s (its sweep "
+                f"process{where} died or lost the database); retried from its last checkpoint")
+
+
+def fail_lost_trials(study: optuna.Study) -> None:
+    """Optuna's fail_stale_trials, with a reason: Optuna leaves it empty, and a failed trial can no
+    longer take one, so it is written while the trial is still RUNNING."""
+    storage = study._storage
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            if isinstance(callback, StaleTrial):
+                storage.set_trial_user_attr(trial_id, "fail_reason", callback.reason(storage.get_trial(trial_id)))
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another sweep process failed it first, and retries it
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def build_storage(s: SweepSettings, connections: int | None = None):
@@ -135,6 +154,30 @@ def trial_storage(address: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+
+
+def storage_problem(e: BaseException, s: SweepSettings) -> str | None:
+    """One line for a study storage that stopped taking writes mid-sweep (a full disk, a read-only
+    file or file system, a database gone), or None for any other error. Optuna's own words for
+    it are "invalid data in the commit, e.g. exceeding max length", whatever the cause."""
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+    from sweeper.disk import state_of
+
+    if not isinstance(e, (optuna.exceptions.StorageInternalError, SQLAlchemyError)):
+        return None
+    cause = e
+    while isinstance(cause, optuna.exceptions.StorageInternalError) and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    said = first_line(getattr(cause, "orig", None) or cause)[:200]
+    if s.storage.startswith("sqlite:///"):
+        path = s.storage.removeprefix("sqlite:///")
+        state = state_of(path)
+        if state is not None or isinstance(cause, OperationalError):
+            return (f"the study database {path} can no longer be written" + (f": its disk is {state}" if state else "")
+                    + f" ({said}); trials still running were stopped; free the disk or make it writable, then rerun "
+                    "the same command to continue")
+    return f"the study storage {s.storage_shown} failed ({said}); rerun the same command to continue"
 
 
 def counts(study: optuna.Study) -> dict:

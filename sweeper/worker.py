@@ -119,7 +119,8 @@ def cap_memory(share: dict | None) -> None:
     if "gpu_fraction" in share:
         import torch
 
-        torch.cuda.set_per_process_memory_fraction(share["gpu_fraction"])
+        if torch.cuda.is_available():  # a torch without CUDA trains on the CPU: nothing to cap there
+            torch.cuda.set_per_process_memory_fraction(share["gpu_fraction"])
     if "host_bytes" in share:
         import resource
 
@@ -171,6 +172,18 @@ def redirect_output(log: Path) -> None:
     os.close(fd)
 
 
+def disk_problem(e: BaseException) -> str | None:
+    """'could not write: <path>: the disk is full' for a write the disk refused, anywhere in the
+    exception's chain (the Trainer saving a checkpoint or the adapter wraps nothing, safetensors may)."""
+    from sweeper.disk import describe_error
+
+    while e is not None:
+        if isinstance(e, OSError) and describe_error(e):
+            return f"could not write: {describe_error(e)}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_job(job: Job, storage_url: str) -> dict:
     """Run one trial job (or memory probe) in this process and write its result.json; returns it.
     storage_url: the study's storage, or its sweep process's proxy (grpc://host:port). An exception
@@ -219,8 +232,8 @@ def run_job(job: Job, storage_url: str) -> dict:
     except optuna.TrialPruned as e:
         print(e, flush=True)
         result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}
-    except Exception as e:  # out of memory is this trial's problem, said as such; anything else: a crash
-        reason = out_of_memory(e)
+    except Exception as e:  # out of memory or a full disk is said as such; anything else: a crash
+        reason = out_of_memory(e) or disk_problem(e)
         if reason is None:
             raise
         traceback.print_exc()

@@ -56,12 +56,17 @@ def check_trainer_names(train: TrainSettings) -> None:
 
 def meta_model(model: ModelSettings):
     """A meta-device copy built from the config alone: every module, no weights, no memory."""
+    return _meta(model.name_or_path, model.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=2)  # the sweep's checks read it more than once
+def _meta(name_or_path: str, trust_remote_code: bool):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def check_target_modules(options: list, meta) -> list[str]:
