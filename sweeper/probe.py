@@ -91,10 +91,32 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
     """The hungriest trial's peaks on this kind of device at each per-device batch ({"peak_bytes":
     on the device, "peak_rss_bytes": host memory}; None for a batch where even that trial alone
     does not run): cached in the study, else measured now, all batches side by side. A batch of
-    None keeps the config's own."""
+    None keeps the config's own. Sweep processes sharing the study (SLURM tasks, local sweeps)
+    measure once between them: the others wait on a lock in the study's folder (shared by every
+    node), then read the figure."""
+    from filelock import FileLock, Timeout
+
     values = hungriest(s.space)
-    cached = study.user_attrs.get("memory_peaks", {})
     keys = {b: probe_key(s, device, values, b) for b in batches}
+    if all(keys[b] in study.user_attrs.get("memory_peaks", {}) for b in batches):
+        return {b: study.user_attrs["memory_peaks"][keys[b]] for b in batches}
+    (s.dir / "probe").mkdir(parents=True, exist_ok=True)
+    lock = FileLock(s.dir / "probe" / "measuring.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        view.note(f"waiting for another sweep process of this study to measure the hungriest trial's memory "
+                  f"(lock: {lock.lock_file})")
+        lock.acquire()
+    try:
+        return _measure(s, study, device, view, batches, executor, values, keys)
+    finally:
+        lock.release()
+
+
+def _measure(s: SweepSettings, study, device: Device, view, batches: list, executor: Executor, values: dict,
+             keys: dict) -> dict:
+    cached = study.user_attrs.get("memory_peaks", {})  # read again under the lock: another may have measured
     todo = [b for b in batches if keys[b] not in cached]
     if todo:
         at = "" if todo == [None] else f" at per-device batch {', '.join(map(str, todo))}"
@@ -112,7 +134,7 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
                      f"on the GPU, as the driver sees it; host {measured['peak_rss_bytes'] / 2**30:.2f} GiB")
             view.note(f"measured{'' if b is None else f' at batch {b}'}: {measured['peak_bytes'] / 2**30:.2f} GiB "
                       f"({where})")
-        study.set_user_attr("memory_peaks", cached)
+        study.set_user_attr("memory_peaks", {**study.user_attrs.get("memory_peaks", {}), **cached})
     return {b: cached.get(keys[b]) for b in batches}
 
 

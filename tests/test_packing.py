@@ -86,3 +86,56 @@ def test_the_probe_measures_the_hungriest_values():
              Param(name="len", type="int", target="train.max_length", low=64, high=256),
              Param(name="lr", type="float", target="train.learning_rate", low=1e-5, high=1e-3)]
     assert hungriest(space) == {"r": 32, "bits": 8, "modules": "all-linear", "len": 256, "lr": 1e-5}
+
+
+def test_sweep_processes_sharing_a_study_measure_once(tmp_path):
+    """Two sweep processes (SLURM tasks, or local sweeps on one study) plan the same device at once:
+    one trains the probe, the other waits on the study folder's lock and reads its figure. The
+    probe's trial process is stood in for (what is tested is who measures); test_sweep.py and
+    test_slots.py run it for real."""
+    import threading
+    import time
+
+    import optuna
+
+    from sweeper.job import Outcome
+    from sweeper.probe import measured_peaks
+    from sweeper.settings import sweep_settings
+    from sweeper.slots import Device
+
+    s = sweep_settings([f"sweep.dir={tmp_path}", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}"],
+                       check_values=False)
+    optuna.create_study(study_name=s.study_name, storage=s.storage)
+    submitted, notes = [], []
+
+    class Probe:  # a probe's trial process: runs a second, then reports its peak
+        def __init__(self):
+            self.end = time.monotonic() + 1
+
+        def poll(self):
+            return Outcome("complete", None, 6, facts={"peak_rss_bytes": 2**30}) if time.monotonic() > self.end else None
+
+    class Executor:
+        def submit(self, job, slot, storage_url, keep_spare):
+            submitted.append(job)
+            return Probe()
+
+    class View:
+        def note(self, text):
+            notes.append(text)
+
+    got = []
+
+    def plan():
+        study = optuna.load_study(study_name=s.study_name, storage=s.storage)  # each process its own
+        got.append(measured_peaks(s, study, Device("cpu", None), View(), [None], Executor()))
+
+    threads = [threading.Thread(target=plan) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(submitted) == 1
+    assert got == [{None: {"peak_bytes": 2**30, "peak_rss_bytes": 2**30}}] * 2
+    assert sum(n.startswith("measuring the hungriest trial's peak memory") for n in notes) == 1
+    assert sum(n.startswith("waiting for another sweep process") for n in notes) == 1
