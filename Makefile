@@ -45,7 +45,7 @@ tiny: $(STAMP) ## build the embedded tiny model now (otherwise built on first us
 	$(BIN)/python -m trainers.tiny_model artifacts/tiny-llama
 
 test: $(STAMP) ## run the whole test suite (real tiny trials, W&B offline, SQLite and PostgreSQL)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests that train nothing
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
