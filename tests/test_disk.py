@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -50,8 +51,11 @@ def test_a_read_only_study_database_is_refused_and_left_as_it_was(short_trial, t
     mount_tmpfs(db_dir, "8m")
     mounts.append(db_dir)
     args = args_under(short_trial, tmp_path / "out", storage=db_dir / "study.db")
-    first = sweep(args + ["sweep.n_trials=1"])
-    assert first.returncode == 0, first.stderr[-2000:]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db_dir / 'study.db'}")
+    study = optuna.create_study(study_name="disk", storage=storage)
+    study.add_trial(optuna.trial.create_trial(params={"lora_r": 32}, distributions={
+        "lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32])}, value=1.5))  # a study with data in it
+    storage.engine.dispose()  # closed: a file open for writing keeps its mount from going read-only
     before = hashlib.sha256((db_dir / "study.db").read_bytes()).hexdigest()
     subprocess.run(["mount", "-o", "remount,ro", str(db_dir)], check=True)
     proc = sweep(args + ["sweep.n_trials=2"])
@@ -68,7 +72,7 @@ def test_a_disk_that_fills_up_mid_trial_is_named_and_nothing_is_lost(short_trial
     root = tmp_path / "small"
     mount_tmpfs(root, "40m")
     mounts.append(root)
-    args = args_under(short_trial, root) + ["sweep.n_trials=1", "train.max_steps=40", "train.eval_steps=10"]
+    args = args_under(short_trial, root) + ["sweep.n_trials=1", "train.max_steps=20", "train.eval_steps=10"]
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=Path(__file__).parent.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = root / "disk" / "trials" / "0" / "progress.json"
