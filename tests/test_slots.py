@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import optuna
@@ -93,14 +94,26 @@ def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert [t.state for t in load(url).trials] == [TrialState.RUNNING] * 2
+    time.sleep(1)
+    workers = subprocess.run(["pgrep", "-f", f"sweeper.worker {proc.pid}"], capture_output=True, text=True).stdout
+    assert workers.strip() == "", "the trial processes died with their sweep (PR_SET_PDEATHSIG)"
 
     resumed = sweep(args)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     study = load(url)
     assert [t.state for t in study.trials[:2]] == [TrialState.FAIL] * 2
+    for killed in study.trials[:2]:  # Optuna leaves the reason empty; a lost trial says why
+        assert killed.user_attrs["fail_reason"].startswith("lost: its heartbeat stopped for more than "
+                                                          "sweep.grace_period=3 s (its sweep process on node ")
     retries = {Retry.retried_trial_number(t): t for t in study.trials[2:]}
     assert set(retries) == {0, 1} and all(retries[n].params == study.trials[n].params for n in (0, 1))
-    assert sum(t.state in FINISHED for t in study.trials) == 2
+    assert all("fail_reason" not in t.user_attrs for t in retries.values())  # not inherited from the lost one
+    assert sum(t.state in FINISHED for t in study.trials) == 2 == len(study.trials) - 2  # each retried once
+    assert "(retry of trial 0)" in resumed.stdout and "(retry of trial 1)" in resumed.stdout
+
+    again = sweep(args)  # already complete: nothing more runs
+    assert again.returncode == 0 and len(load(url).trials) == len(study.trials)
+    assert "2/2 trials finished" in again.stdout
 
 
 def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):

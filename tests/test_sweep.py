@@ -179,44 +179,6 @@ def wait_for(predicate, timeout=300, every=0.5):
     raise AssertionError("timed out")
 
 
-def test_sigkilled_sweep_resumes_to_n_trials(sweep_args, tmp_path):
-    args = sweep_args + ["sweep.n_trials=3", "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    trial1 = tmp_path / "sweep" / "trials" / "1"
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for(lambda: (trial1 / "progress.json").exists())  # trial 1 is training
-    before = load(url).trials[0]
-    workers = subprocess.run(["pgrep", "-f", f"sweeper.worker {proc.pid}"], capture_output=True, text=True).stdout
-    assert len(workers.split()) == 2, "trial 1's process and the spare for trial 2"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert load(url).trials[1].state == TrialState.RUNNING
-    time.sleep(1)
-    workers = subprocess.run(["pgrep", "-f", f"sweeper.worker {proc.pid}"], capture_output=True, text=True).stdout
-    assert workers.strip() == "", "the trial process (and the spare) died with their sweep"
-
-    resumed = sweep(args)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    study = load(url)
-    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 3
-    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    killed = study.trials[1]
-    assert killed.state == TrialState.FAIL
-    assert killed.user_attrs["fail_reason"].startswith("lost: its heartbeat stopped for more than "
-                                                      "sweep.grace_period=3 s (its sweep process on node ")
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == 1]
-    assert "fail_reason" not in retries[0].user_attrs
-    assert len(retries) == 1 and retries[0].params == killed.params  # tried again, once
-    assert study.trials[0].value == before.value and study.trials[0].state == before.state
-    assert "retry of trial 1" in resumed.stdout
-
-    again = sweep(args)  # already complete: nothing more runs
-    assert again.returncode == 0 and len(load(url).trials) == len(study.trials)
-    assert "3/3 trials finished" in again.stdout
-
-
 def corrupted_copy(model_dir, tmp_path):
     """A model whose weights file is cut short (a broken download): its config and file list pass
     every check before the study, and loading it fails inside each trial."""
