@@ -79,14 +79,15 @@ class Landscape:
 
     @property
     def steps(self) -> dict[tuple, int]:
-        """Training steps a trial of each cell costs: its curve's last step (1 where there is no curve)."""
-        return {k: (max(c.curve) if c.curve else 1) for k, c in self.cells.items()}
+        """Training steps a trial of each cell costs: the last step of its curve, or of its seed runs'
+        curves (a cell measured on several seeds keeps its curves there), 1 where there is none."""
+        return {k: max((max(curve) for curve in [c.curve, *(r["curve"] for r in c.runs)] if curve), default=1)
+                for k, c in self.cells.items()}
 
     @property
     def grid_steps(self) -> int:
         size = math.prod(len(p["values"]) for p in self.params.values())
-        full = max((max(c.curve) for c in self.cells.values() if c.curve), default=1)
-        return sum(self.steps.values()) + full * (size - len(self.cells))
+        return sum(self.steps.values()) + max(self.steps.values(), default=1) * (size - len(self.cells))
 
 
 def _number(value) -> bool:

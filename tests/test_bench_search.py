@@ -103,3 +103,20 @@ def test_a_finished_grid_study_exports_to_a_landscape(tmp_path):
     replayed = run("--landscape", str(path), "--seeds", "1", "--strategies", "default,random")
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert replayed.stdout.strip().splitlines()[-1].startswith("landscape_regret_default=")
+
+
+def test_a_cell_measured_on_seeds_costs_its_runs_steps(tmp_path):
+    """A cell with seed runs keeps its curves there: the grid's cost counts their steps (it counted 1
+    per cell, and the table showed 4.3 grids' steps to reach the best of one)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from landscapes import load
+
+    data = lora_like()
+    for cell in data["cells"]:
+        curve = cell.pop("curve")
+        cell["runs"] = [{"final": cell["final"], "curve": curve}, {"final": cell["final"] + 0.01, "curve": curve}]
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps(data))
+    land = load(path)
+    assert set(land.steps.values()) == {20}
+    assert land.grid_steps == 20 * len(RATES) * len(RANKS)  # the missing cells at the full length too
