@@ -23,6 +23,7 @@ from sweeper.settings import SweepSettings
 # swallowed it (the sweep ran on to the end).
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.slots import Device, Slot
+from sweeper.search.sampler import drawn_twice
 from sweeper.search.space import suggest, to_overrides
 from sweeper.study import counts, fail_lost_trials
 from sweeper.view import LiveView
@@ -132,6 +133,12 @@ class SweepLoop:
         if self._not_needed(trial):
             return
         values = suggest(trial, s.space)
+        twin = drawn_twice(study, trial)
+        if twin is not None:  # another sweep process drew the same values at the same moment
+            trial.set_user_attr("fail_reason", f"not run: trial {twin} has the same values (another sweep process "
+                                               "drew them at the same moment); drawn again")
+            study.tell(trial, state=TrialState.FAIL)
+            return
         value_overrides = to_overrides(values, s.space)
         folder = trial_dir(s.dir, trial.number)
         trial.set_user_attr("value_overrides", value_overrides)

@@ -8,6 +8,7 @@ import uuid
 import optuna
 import pytest
 
+from sweeper.search.sampler import drawn_twice
 from sweeper.search.space import parse_space, suggest
 from sweeper.search.start import design
 from sweeper.search.strategy import build_pruner, build_sampler, start_trials
@@ -61,12 +62,18 @@ def _ask_and_tell(storage: str, name: str, sampler: str, n: int, out) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     s = sweep_settings([f"sweep.sampler={sampler}", "sweep.n_trials=12"], check_values=False)
     study = optuna.load_study(study_name=name, storage=storage, sampler=build_sampler(s))
-    for _ in range(n):
+    done = 0
+    while done < n:  # as the sweep loop does (sweeper/loop.py): a point drawn twice is drawn again
         trial = study.ask()
         values = suggest(trial, s.space)
+        if drawn_twice(study, trial) is not None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            out.put((trial.number, None, False))
+            continue
         fixed = "fixed_params" in study._storage.get_trial_system_attrs(trial._trial_id)
         out.put((trial.number, tuple(sorted(values.items())), fixed))
         study.tell(trial, 1.0 + random.random())
+        done += 1
 
 
 @pytest.mark.parametrize("sampler", ["auto", "random", "tpe"])
@@ -88,17 +95,18 @@ def test_two_sweep_processes_on_one_postgres_study_never_draw_the_same_values(sa
     workers = [spawn.Process(target=_ask_and_tell, args=(POSTGRES, name, sampler, 6, out)) for _ in range(2)]
     for w in workers:
         w.start()
-    drawn = []
+    drawn, again = [], []
     while len(drawn) < 12:
         try:
-            drawn.append(out.get(timeout=5))
+            got = out.get(timeout=5)
+            (drawn if got[1] is not None else again).append(got)
         except queue.Empty:
             assert all(w.is_alive() for w in workers), [w.exitcode for w in workers]
     for w in workers:
         w.join(timeout=60)
     sampled = [values for _, values, fixed in drawn if not fixed]
     assert len(sampled) == 11 and len(set(sampled)) == len(sampled)  # the baseline aside, all distinct
-    assert sorted(number for number, _, _ in drawn) == list(range(12))
+    assert sorted(number for number, _, _ in drawn + again) == list(range(12 + len(again)))
     optuna.delete_study(study_name=name, storage=POSTGRES)
 
 
