@@ -59,7 +59,7 @@ def check_writable(folder: Path, key: str, value) -> None:
 def check_sqlite(path: Path, shown: str) -> None:
     """A SQLite study file must be writable, and so must its folder (SQLite writes a journal beside it)."""
     folder = path.parent
-    if path.exists() and not os.access(path, os.W_OK) or state_of(path) == "read-only":
+    if (path.exists() and not os.access(path, os.W_OK)) or state_of(path) == "read-only":
         raise ConfigError("sweep.storage", shown, f"the study database {path} is read-only: the study could not record "
                           "a trial (nothing was changed)")
     if path.exists():

@@ -23,7 +23,7 @@ from sweeper.settings import SweepSettings
 # swallowed it (the sweep ran on to the end).
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.slots import Device, Slot
-from sweeper.search.sampler import drawn_twice
+from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import suggest, to_overrides
 from sweeper.study import counts, fail_lost_trials
 from sweeper.view import LiveView
@@ -132,8 +132,9 @@ class SweepLoop:
         storage.record_heartbeat(trial._trial_id)
         if self._not_needed(trial):
             return
+        sampling = unwritten(study)  # trials that may propose this one's values without seeing them
         values = suggest(trial, s.space)
-        twin = drawn_twice(study, trial)
+        twin = drawn_twice(study, trial, sampling)
         if twin is not None:  # another sweep process drew the same values at the same moment
             trial.set_user_attr("fail_reason", f"not run: trial {twin} has the same values (another sweep process "
                                                "drew them at the same moment); drawn again")

@@ -98,8 +98,9 @@ def measured_peaks(s: SweepSettings, study, device: Device, view, batches: list,
 
     values = hungriest(s.space)
     keys = {b: probe_key(s, device, values, b) for b in batches}
-    if all(keys[b] in study.user_attrs.get("memory_peaks", {}) for b in batches):
-        return {b: study.user_attrs["memory_peaks"][keys[b]] for b in batches}
+    cached = study.user_attrs.get("memory_peaks", {})
+    if all(keys[b] in cached for b in batches):
+        return {b: cached[keys[b]] for b in batches}
     (s.dir / "probe").mkdir(parents=True, exist_ok=True)
     lock = FileLock(s.dir / "probe" / "measuring.lock")
     try:

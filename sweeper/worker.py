@@ -178,8 +178,8 @@ def disk_problem(e: BaseException) -> str | None:
     from sweeper.disk import describe_error
 
     while e is not None:
-        if isinstance(e, OSError) and describe_error(e):
-            return f"could not write: {describe_error(e)}"
+        if isinstance(e, OSError) and (said := describe_error(e)):
+            return f"could not write: {said}"
         e = e.__cause__ or e.__context__
     return None
 

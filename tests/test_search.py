@@ -8,7 +8,7 @@ import uuid
 import optuna
 import pytest
 
-from sweeper.search.sampler import drawn_twice
+from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import parse_space, suggest
 from sweeper.search.start import design
 from sweeper.search.strategy import build_pruner, build_sampler, start_trials
@@ -65,8 +65,9 @@ def _ask_and_tell(storage: str, name: str, sampler: str, n: int, out) -> None:
     done = 0
     while done < n:  # as the sweep loop does (sweeper/loop.py): a point drawn twice is drawn again
         trial = study.ask()
+        sampling = unwritten(study)
         values = suggest(trial, s.space)
-        if drawn_twice(study, trial) is not None:
+        if drawn_twice(study, trial, sampling) is not None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             out.put((trial.number, None, False))
             continue
@@ -193,3 +194,21 @@ def test_a_trial_that_trained_all_its_steps_is_never_pruned(tmp_path):
     callback.on_evaluate(None, SimpleNamespace(global_step=40, max_steps=40), None, metrics={"eval_loss": 9.0})
     with pytest.raises(optuna.TrialPruned):  # before the end, the same loss is cut
         callback.on_evaluate(None, SimpleNamespace(global_step=30, max_steps=40), None, metrics={"eval_loss": 9.0})
+
+
+def test_a_point_two_trials_drew_while_both_sampled_is_drawn_again_but_a_reused_one_runs(tmp_path):
+    """drawn_twice, step by step on one study: two trials asked together, both given one value
+    (a one-choice space, as a GP's seed-independent optimum would), see each other; a later trial
+    that draws a point already written (a used-up discrete space) is not a race and runs."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'race.db'}")
+    a, b = study.ask(), study.ask()
+    before_a, before_b = unwritten(study), unwritten(study)
+    a.suggest_categorical("x", [1])
+    b.suggest_categorical("x", [1])
+    assert drawn_twice(study, b, before_b) == a.number and drawn_twice(study, a, before_a) == b.number
+    study.tell(a, 1.0)
+    study.tell(b, state=optuna.trial.TrialState.FAIL)  # b drew again
+    c = study.ask()
+    before_c = unwritten(study)
+    c.suggest_categorical("x", [1])
+    assert drawn_twice(study, c, before_c) is None  # a's value was written before c sampled

@@ -138,20 +138,28 @@ class StartThenModel(BaseSampler):
             chosen.after_trial(study, trial, state, values)
 
 
-def drawn_twice(study: optuna.Study, trial) -> int | None:
-    """The number of another live trial with this sampled trial's values, or None. Two sweep
-    processes that ask at the same moment fit their models on the same finished trials, and a
-    Gaussian process's optimum does not depend on the seed: both may propose one point before either
-    has written it (the check in sample_relative sees only values already written). Called once the
-    trial's values are written: of two such trials, the one that checks last sees the other, so no
-    point is trained twice (at worst both draw again)."""
+def unwritten(study: optuna.Study) -> set[int]:
+    """Trials running without values yet: asked, still sampling. Taken before a trial samples, so
+    drawn_twice knows which trials could have proposed its point without seeing it."""
+    running = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    return {t.number for t in running if not t.params}
+
+
+def drawn_twice(study: optuna.Study, trial, unwritten_before: set[int]) -> int | None:
+    """The number of another trial that drew this sampled trial's values while this one was
+    sampling, or None. Two sweep processes that ask at the same moment fit their models on the same
+    finished trials, and a Gaussian process's optimum does not depend on the seed: both may propose
+    one point before either has written it (the check in sample_relative sees only values already
+    written). Called once the trial's values are written, with the trials that had none when it
+    began (unwritten): of two such trials, the one that checks last sees the other, so no point is
+    trained twice (at worst both draw again). A point proposed again after it was written (a small
+    discrete space used up) is not a race, and runs as before."""
     storage = study._storage
     if "fixed_params" in storage.get_trial_system_attrs(trial._trial_id):
         return None  # enqueued: its values were given
     mine = storage.get_trial_params(trial._trial_id)
     for other in storage.get_all_trials(study._study_id, deepcopy=False,
                                         states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)):
-        if other.number != trial.number and other.params == mine:
+        if other.number != trial.number and other.number in unwritten_before and other.params == mine:
             return other.number
     return None
-
