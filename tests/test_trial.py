@@ -132,3 +132,41 @@ def test_checkpoints_are_published_whole_and_rotated(tmp_path):
     (tmp_path / "checkpoint-30" / "stale").write_text("from before a resume at 20")
     publish_checkpoint(staged(30), tmp_path, keep=None)  # resumed from 20, saved again at 30
     assert sorted(f.name for f in (tmp_path / "checkpoint-30").iterdir()) == ["trainer_state.json"]
+
+
+def test_wandb_server_lost_mid_run_neither_stops_nor_fails_the_trial(short_trial, tmp_path, monkeypatch, capsys):
+    """Online against a W&B server that goes away after the first eval: training goes on, the trial
+    completes with its adapter, every eval is in the run's file on disk, and the run's close gives
+    up after tracking.finish_timeout_s (wandb alone retried for over 5 minutes, measured)."""
+    from transformers import TrainerCallback
+
+    from trainers.sft import run_trial
+    from wandb_server import FakeWandbServer
+
+    server = FakeWandbServer()
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", server.url)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+
+    class LoseTheServer(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):
+            if state.global_step == 10:
+                server.stop()
+
+    settings = trial_settings(compose_config(
+        [a for a in short_trial if not a.startswith("tracking.mode=")]
+        + ["tracking.mode=online", "tracking.finish_timeout_s=3", "tracking.run_name=r1", "data.metric=null"]))
+    metrics = run_trial(settings, callbacks=[LoseTheServer()])
+
+    out = tmp_path / "run"
+    assert server.runs and server.streamed > 0, "the run went online before the server was lost"
+    assert metrics["steps"] == 20 and (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    printed = capsys.readouterr().out
+    (said,) = [line for line in printed.splitlines() if line.startswith("W&B: the server did not take")]
+    (run_dir,) = (out / "wandb").glob("run-*")  # an online run's folder, uploadable later
+    assert said.endswith(f"within tracking.finish_timeout_s=3 s; the trial goes on, and the run is kept on disk: "
+                         f"upload it with wandb sync {run_dir}")
+    run = read_offline_run(run_dir)
+    assert run.config["tracking"]["mode"] == "online" and run.name == "r1"
+    assert [h["train/global_step"] for h in run.history if "eval/loss" in h] == [10, 20]  # the second after the loss

@@ -96,6 +96,7 @@ class TrackingSettings:
     group: str | None
     run_name: str | None
     job_type: str
+    finish_timeout_s: float  # how long a run's last upload may take before the trial moves on
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ def _data(cfg: DictConfig) -> DataSettings:
 def _tracking(cfg: DictConfig) -> TrackingSettings:
     v = _section(cfg, "tracking", TrackingSettings)
     _check(v["mode"] in TRACKING_MODES, "tracking.mode", v["mode"], f"allowed: {', '.join(TRACKING_MODES)}")
+    v["finish_timeout_s"] = _number(v, "tracking", "finish_timeout_s", float, 0)
     return TrackingSettings(**v)
 
 

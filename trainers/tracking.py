@@ -22,13 +22,16 @@ def _logged_in() -> bool:
 SERVER_TIMEOUT_S = 5  # wandb.init itself waits ~90 s per trial, then fails it, when the server is out of reach
 
 
-@functools.cache
 def server_problem() -> str | None:
     """Why the W&B server cannot be reached (one line), or None when it answers (any HTTP status)."""
+    return _problem_at(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+
+
+@functools.cache  # asked once per server and process: by each trial, and by the sweep before the study
+def _problem_at(url: str) -> str | None:
     import urllib.error
     import urllib.request
 
-    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     try:
         urllib.request.urlopen(url, timeout=SERVER_TIMEOUT_S).close()
     except urllib.error.HTTPError:
@@ -92,7 +95,8 @@ def start_run(tracking: TrackingSettings, config: dict, output_dir: Path, cache_
                           name=tracking.run_name, job_type=tracking.job_type, config=config,
                           dir=str(output_dir), mode=mode, reinit="finish_previous", **resume,
                           settings=wandb.Settings(quiet=True, silent=True, x_disable_meta=not system_metadata,
-                                                  init_timeout=30))
+                                                  init_timeout=30, finish_timeout=tracking.finish_timeout_s,
+                                                  finish_timeout_raises=True))
 
     try:
         return init(mode)
@@ -124,6 +128,11 @@ def finish_run(run, summary: dict, say_offline: bool = True) -> None:
         offline = run.settings.mode == "offline" or run.offline
         run_dir = Path(run.dir).parent
         run.finish()
+    except TimeoutError:  # the server stopped answering mid-run; the run's record on disk is whole
+        print(f"W&B: the server did not take the run's last data within tracking.finish_timeout_s="
+              f"{run.settings.finish_timeout:g} s; the trial goes on, and the run is kept on disk: upload it with "
+              f"wandb sync {run_dir}", flush=True)
+        return
     except Exception as e:  # tracking never fails a trial whose training is done
         print(f"W&B: the run could not be closed ({str(e).splitlines()[0][:200]}); the trial's result stands", flush=True)
         return

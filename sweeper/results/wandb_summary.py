@@ -29,6 +29,8 @@ def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path)
     # No system metadata: W&B would record this process's argv, where sweep.storage may hold a password.
     run = start_run(tracking, {"study": s.study_name, "n_trials": s.n_trials, "search": s.fingerprint},
                     s.dir / "summary", s.trial.cache_dir, system_metadata=False, run_id=summary_run_id(s))
+    if run is None:  # W&B could not start it (start_run said why): the report stands without it
+        return None
     keys = list(dict.fromkeys(k for r in rows for k in r))
     run.log({"leaderboard": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
              **{f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}})
