@@ -143,10 +143,15 @@ def test_wandb_server_lost_mid_run_neither_stops_nor_fails_the_trial(short_trial
     from trainers.sft import run_trial
     from wandb_server import FakeWandbServer
 
+    import wandb
+
     server = FakeWandbServer()
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_BASE_URL", server.url)
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    # wandb reads the environment once per process; an earlier test's runs set it up offline
+    # (a sweep's trial is a process of its own, so this is the test's concern only).
+    wandb.teardown()
 
     class LoseTheServer(TrainerCallback):
         def on_evaluate(self, args, state, control, **kwargs):
@@ -156,7 +161,10 @@ def test_wandb_server_lost_mid_run_neither_stops_nor_fails_the_trial(short_trial
     settings = trial_settings(compose_config(
         [a for a in short_trial if not a.startswith("tracking.mode=")]
         + ["tracking.mode=online", "tracking.finish_timeout_s=3", "tracking.run_name=r1", "data.metric=null"]))
-    metrics = run_trial(settings, callbacks=[LoseTheServer()])
+    try:
+        metrics = run_trial(settings, callbacks=[LoseTheServer()])
+    finally:
+        wandb.teardown()  # the next test's runs read their own environment
 
     out = tmp_path / "run"
     assert server.runs and server.streamed > 0, "the run went online before the server was lost"
