@@ -20,6 +20,11 @@ or noise_sd where the file has them.
 
 Regret: (the true value of the configuration the run would crown - the grid's best) / (the grid's
 median - its best), after 6, 12 and 30 trials; 0 is the best configuration, 1 the median one.
+On landscapes with seed noise (runs per cell, or noise_sd) it also replays issue 22's re-check of the
+default's crowned configuration: the top 2 by seen value trained on 2 more seeds, the best mean
+crowned; it prints how often each way crowns a near-best configuration, and a line
+recheck_near_best_at_12=<landscape>:<share>,...
+
 Last lines: suite_regret_default=.. suite_regret_random=.. (mean after 6 trials over the suite, or
 landscape_regret_... for files given with --landscape) and, for the demo landscape, search_share /
 random_share: the training spent until a near-best trial finished, as a share of the whole grid's."""
@@ -143,17 +148,17 @@ def settings_for(strategy: str, overrides: tuple, land: Landscape, budget: int, 
 
 # -- one replay -------------------------------------------------------------------------------------
 
-def observe(land: Landscape, key: tuple, rng: random.Random) -> tuple[float, dict, float]:
+def observe(land: Landscape, key: tuple, rng: random.Random) -> tuple[float, dict, float, int | None]:
     """What a trial of a cell reports (its curve and final value, one seed's where the file has runs,
-    or with noise_sd added) and the cell's true value."""
+    or with noise_sd added), the cell's true value, and which of its seed runs answered."""
     cell = land.result(key)
     if cell is None:
-        return land.missing, {}, land.missing
+        return land.missing, {}, land.missing, None
     if cell.runs:
-        run = rng.choice(cell.runs)
-        return run["final"], run["curve"], cell.final
+        i = rng.randrange(len(cell.runs))
+        return cell.runs[i]["final"], cell.runs[i]["curve"], cell.final, i
     shift = rng.gauss(0, land.noise_sd) if land.noise_sd else 0.0  # one seed's offset, shared by its curve
-    return cell.final + shift, {s: v + shift for s, v in cell.curve.items()}, cell.final
+    return cell.final + shift, {s: v + shift for s, v in cell.curve.items()}, cell.final, None
 
 
 def replay(job: tuple) -> dict:
@@ -172,8 +177,9 @@ def replay(job: tuple) -> dict:
     for _ in range(budget):
         trial = study.ask()
         key = land.nearest(suggest(trial, s.space))
-        seen, curve, truth = observe(land, key, rng)
-        record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key}
+        seen, curve, truth, run = observe(land, key, rng)
+        record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key,
+                  "run": run}
         for step, value in curve.items():
             trial.report(value, step)
             if step != max(curve) and trial.should_prune():  # the sweep never prunes at the last step
@@ -188,10 +194,82 @@ def replay(job: tuple) -> dict:
 
 def regret_after(land: Landscape, trials: list[dict], n: int) -> float:
     """The regret of the configuration a sweep of the first n trials would crown (its best seen value)."""
+    return land.regret(truth_crowned(land, trials, n))
+
+
+# The re-check issue 22 asks for, replayed: after the search, the top configurations by their best
+# seen value are trained again on more seeds and the one with the best mean is crowned.
+RECHECK_TOP, RECHECK_SEEDS = 2, 2
+
+
+def seeded(land: Landscape) -> bool:
+    """A landscape whose cells answer differently per seed: runs per cell, or a noise_sd."""
+    return bool(land.noise_sd) or any(c.runs for c in land.cells.values())
+
+
+def again(land: Landscape, key: tuple, used: set, rng: random.Random) -> tuple[float, int]:
+    """One more seed of a cell: a seed run not used yet where the file has runs (any, once all are),
+    else its true value plus one seed's noise; and the steps it costs."""
+    cell, steps = land.result(key), land.steps.get(key, 1)
+    if cell is None:
+        return land.missing, steps
+    if cell.runs:
+        unused = [i for i in range(len(cell.runs)) if i not in used] or list(range(len(cell.runs)))
+        i = rng.choice(unused)
+        used.add(i)
+        return cell.runs[i]["final"], steps
+    return cell.final + (rng.gauss(0, land.noise_sd) if land.noise_sd else 0.0), steps
+
+
+def recheck(land: Landscape, trials: list[dict], n: int, rng: random.Random) -> tuple[float, int]:
+    """After the first n trials: the true value of the configuration crowned by its mean over every
+    seed it ran (its search trials and RECHECK_SEEDS more, for the RECHECK_TOP best by seen value),
+    and the steps the re-check cost."""
     done = [t for t in trials[:n] if not t["pruned"]]
     if not done:
-        return land.regret(max(land.finals))
-    return land.regret(min(done, key=lambda t: t["seen"])["truth"])
+        return max(land.finals), 0
+    seen: dict[tuple, list[float]] = {}
+    used: dict[tuple, set] = {}
+    for t in sorted(done, key=lambda t: t["seen"]):
+        seen.setdefault(t["key"], []).append(t["seen"])
+        used.setdefault(t["key"], set()).update({t["run"]} - {None})
+    top, cost = list(seen)[:RECHECK_TOP], 0
+    for key in top:
+        for _ in range(RECHECK_SEEDS):
+            value, steps = again(land, key, used[key], rng)
+            seen[key].append(value)
+            cost += steps
+    crowned = min(top, key=lambda k: statistics.fmean(seen[k]))
+    cell = land.result(crowned)
+    return (cell.final if cell else land.missing), cost
+
+
+def recheck_table(land: Landscape, runs: dict, seeds: int) -> tuple[list[str], dict[int, float]]:
+    """The default's crowned configuration, without and with the re-check: how often it is near-best
+    by its true value (within one seed sd of the grid's best), its mean regret, and the re-check's
+    training as a share of the search's; and the near-best share with the re-check per budget."""
+    lines = ["| trials | crowned near-best: best single run | with the re-check | regret: best single run | "
+             "with the re-check | re-check steps / search steps |", "|---|---|---|---|---|---|"]
+    shares = {}
+    for n in BUDGETS:
+        single, checked, extra, spent = [], [], 0, 0
+        for seed in range(seeds):
+            trials = runs[(DEFAULT, n, seed)]
+            single.append(truth_crowned(land, trials, n))
+            value, cost = recheck(land, trials, n, random.Random(f"recheck {land.name} {seed}"))
+            checked.append(value)
+            extra, spent = extra + cost, spent + sum(t["steps"] for t in trials[:n])
+        near = [sum(v <= land.near_target for v in vs) / seeds for vs in (single, checked)]
+        shares[n] = near[1]
+        lines.append(f"| {n} | {near[0]:.0%} | {near[1]:.0%} | {statistics.fmean(map(land.regret, single)):.3f} | "
+                     f"{statistics.fmean(map(land.regret, checked)):.3f} | {extra / spent:.2f} |")
+    return lines, shares
+
+
+def truth_crowned(land: Landscape, trials: list[dict], n: int) -> float:
+    """The true value of the configuration the best single seen value crowns (what regret_after scores)."""
+    done = [t for t in trials[:n] if not t["pruned"]]
+    return min(done, key=lambda t: t["seen"])["truth"] if done else max(land.finals)
 
 
 def to_near(land: Landscape, trials: list[dict]) -> tuple[int | None, int]:
@@ -323,7 +401,7 @@ def main():
             p, strategy, _, budget, seed = out["job"]
             runs.setdefault(p, {})[(strategy, budget, seed)] = out["trials"]
         regret = {(strategy, n): [] for strategy in STRATEGIES for n in BUDGETS}
-        worse = []
+        worse, rechecked = [], {}
         for p, land in lands.items():
             print(f"\n### {land.name}: {describe(land, replay_space(base.space, land)[1])}\n")
             print("\n".join(table(land, runs[p], a.seeds)))
@@ -331,6 +409,12 @@ def main():
                 for n in BUDGETS:
                     regret[(strategy, n)] += [regret_after(land, runs[p][(strategy, n, s)], n) for s in range(a.seeds)]
             worse += [f"{land.name} at {n}" for n in BUDGETS if worse_than_random(land, runs[p], a.seeds, n)]
+            if seeded(land):
+                lines, shares = recheck_table(land, runs[p], a.seeds)
+                print(f"\nThe default's crowned configuration with the re-check (the top {RECHECK_TOP} by seen value, "
+                      f"{RECHECK_SEEDS} more seeds each, crowned by mean; issue 22), {a.seeds} seeds:\n")
+                print("\n".join(lines))
+                rechecked[land.name] = shares
         print(f"\n### The {'files given' if a.landscape else 'suite'}: {len(lands)} landscapes x {a.seeds} seeds, "
               "mean regret\n")
         print("| strategy | after 6 | after 12 | after 30 |\n|---|---|---|---|")
@@ -340,6 +424,8 @@ def main():
               f"{', '.join(worse) if worse else 'nowhere'}")
         share = search_share(lands[str(DEMO)], overrides, a.seeds, pool) if str(DEMO) in lands else None
     word = "landscape" if a.landscape else "suite"
+    if rechecked:
+        print("recheck_near_best_at_12=" + ",".join(f"{name}:{s[12]:.2f}" for name, s in rechecked.items()))
     for n in BUDGETS[1:]:
         print(f"{word}_regret_at_{n}_default={statistics.fmean(regret[(DEFAULT, n)]):.3f} "
               f"{word}_regret_at_{n}_random={statistics.fmean(regret[(RANDOM, n)]):.3f}")

@@ -2,6 +2,7 @@
 the cell, a good one replayed to the landscape_regret line, and a finished grid study exported to
 a file the replay reads. Real subprocesses, nothing trained."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -47,6 +48,10 @@ def test_a_users_landscape_is_replayed_to_the_regret_line(tmp_path):
     assert "| default |" in text and "| random |" in text
     # The sweep's rank choices (8, 16, 32) give way to the file's, keeping the prior's shape.
     assert "lora_r: the file's values [4, 16, 64] searched in place of the space's [8, 16, 32]" in text
+    # noise_sd makes it a landscape with seeds: the re-check of the top configurations is replayed
+    assert "The default's crowned configuration with the re-check" in text
+    (line,) = [x for x in lines if x.startswith("recheck_near_best_at_12=")]
+    assert 0 <= float(line.split("sweep:")[1]) <= 1
 
 
 @pytest.mark.parametrize("change, says", [
@@ -120,3 +125,23 @@ def test_a_cell_measured_on_seeds_costs_its_runs_steps(tmp_path):
     land = load(path)
     assert set(land.steps.values()) == {20}
     assert land.grid_steps == 20 * len(RATES) * len(RANKS)  # the missing cells at the full length too
+
+
+def test_the_recheck_crowns_by_the_mean_over_unused_seeds():
+    """A lucky seed puts configuration a first; two more of its seeds (never the one its trial drew)
+    and two of b's show b's mean is better, and b is crowned; the re-check's cost is 4 trials'."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import random
+
+    import search
+    from landscapes import parse
+
+    curve = {"10": 1.5, "20": 1.0}
+    land = parse(Path("seeds.json"), {"parameters": {"lora_r": {"values": [8, 16]}}, "cells": [
+        {"params": {"lora_r": 8}, "runs": [{"final": 0.5, "curve": curve}, {"final": 1.25, "curve": curve},
+                                           {"final": 1.25, "curve": curve}]},
+        {"params": {"lora_r": 16}, "runs": [{"final": 0.8, "curve": curve}] * 3}]})
+    trials = [{"key": (8,), "seen": 0.5, "truth": 1.0, "pruned": False, "steps": 20, "run": 0},
+              {"key": (16,), "seen": 0.8, "truth": 0.8, "pruned": False, "steps": 20, "run": 1}]
+    assert search.truth_crowned(land, trials, 2) == pytest.approx(1.0)  # the best single run: a's lucky seed
+    assert search.recheck(land, trials, 2, random.Random(0)) == (pytest.approx(0.8), 4 * 20)
