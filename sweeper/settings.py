@@ -126,6 +126,15 @@ def _int(raw: dict, key: str, minimum: int) -> int:
     return value
 
 
+def _seed(value) -> int:
+    """null means 0; otherwise what numpy's generators take (Optuna's QMC sampler seeds one with it)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ConfigError("sweep.seed", value, f"a whole number from 0 to {2**32 - 1}")
+    return value
+
+
 def _objective(value, trial: TrialSettings) -> str:
     from trainers.metrics import OBJECTIVES
 
@@ -230,7 +239,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
                           "every node reaches, e.g. postgresql://user@host/db (SQLite is a file on one machine)")
     return SweepSettings(
         study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
-        pruner=raw["pruner"], startup_trials=startup, seed=int(raw.get("seed") or 0),
+        pruner=raw["pruner"], startup_trials=startup, seed=_seed(raw.get("seed")),
         max_failures=_int(raw, "max_failures", 1), heartbeat_interval=heartbeat, grace_period=grace,
         checkpoints=raw["checkpoints"], stall_timeout=_optional_int(raw, "stall_timeout", 1),
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),

@@ -62,7 +62,8 @@ def test_target_modules_are_a_role_by_default():
 @pytest.mark.parametrize("override,key", [
     ("quant.bits=3", "quant.bits"), ("lora.dropout=1.0", "lora.dropout"), ("lora.dropout=-0.1", "lora.dropout"),
     ("lora.r=0", "lora.r"), ("lora.alpha=-1", "lora.alpha"), ("tracking.mode=sometimes", "tracking.mode"),
-    ("tracking.finish_timeout_s=0", "tracking.finish_timeout_s"),
+    ("tracking.finish_timeout_s=0", "tracking.finish_timeout_s"), ("lora.alpha=inf", "lora.alpha"),
+    ("train.learning_rate=inf", "train.learning_rate"),
     ("train.max_length=0", "train.max_length"), ("data.format=xml", "data.format"),
     ("+lora.rank=8", "lora.rank"), ("train.per_device_train_batch_size=big", "train.per_device_train_batch_size"),
     ("train.per_device_train_batch_size=auto", "train.effective_batch_size"),

@@ -35,6 +35,7 @@ def refused(argv, capsys):
     ("search.quant_bits.choices=[4,none]", "search.quant_bits"),
     ("sweep.sampler=annealing", "sweep.sampler"), ("sweep.pruner=sometimes", "sweep.pruner"),
     ("sweep.n_trials=0", "sweep.n_trials"), ("sweep.max_failures=0", "sweep.max_failures"),
+    ("sweep.seed=abc", "sweep.seed"), ("sweep.seed=-1", "sweep.seed"),
     ("sweep.enqueue=[{lora_r: 7}]", "sweep.enqueue[0].lora_r"),
     ("+search.batch={type: categorical, choices: [8, 16], target: train.per_device_train_batch_size}", "search.batch"),
     ("+search.x={type: categorical, choices: [1, 2], target: lora.rank}", "search.x"),   # no such key

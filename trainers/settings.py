@@ -1,5 +1,6 @@
 """The one validated, typed object a trial runs from. Built from Hydra's composed config;
 nothing below this module reads the raw config. Pure Python: no torch, no GPU libraries."""
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def _number(values: dict, section: str, key: str, kind: type, minimum: float, st
         number = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{section}.{key}", value, f"must be {KIND_NAMES[kind]}") from None
-    ok = number > minimum if strict else number >= minimum
+    ok = (number > minimum if strict else number >= minimum) and math.isfinite(number)  # inf: a NaN later
     if kind is int and isinstance(value, float) and not value.is_integer():
         ok = False  # int(2.5) would silently become 2
     _check(ok and not isinstance(value, bool), f"{section}.{key}", value,
