@@ -225,7 +225,7 @@ def recheck(land: Landscape, trials: list[dict], n: int, rng: random.Random) -> 
     """After the first n trials: the true value of the configuration crowned by its mean over every
     seed it ran (its search trials and RECHECK_SEEDS more, for the RECHECK_TOP best by seen value),
     and the steps the re-check cost."""
-    done = [t for t in trials[:n] if not t["pruned"]]
+    done = finished(trials, n)
     if not done:
         return max(land.finals), 0
     seen: dict[tuple, list[float]] = {}
@@ -266,9 +266,14 @@ def recheck_table(land: Landscape, runs: dict, seeds: int) -> tuple[list[str], d
     return lines, shares
 
 
+def finished(trials: list[dict], n: int) -> list[dict]:
+    """Of the first n trials, those a sweep could crown: trained to the end, not pruned."""
+    return [t for t in trials[:n] if not t["pruned"]]
+
+
 def truth_crowned(land: Landscape, trials: list[dict], n: int) -> float:
     """The true value of the configuration the best single seen value crowns (what regret_after scores)."""
-    done = [t for t in trials[:n] if not t["pruned"]]
+    done = finished(trials, n)
     return min(done, key=lambda t: t["seen"])["truth"] if done else max(land.finals)
 
 
