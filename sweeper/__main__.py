@@ -105,6 +105,8 @@ def run_sweep(s, devices, executor) -> int:
                      trials_storage=serve_trials(study))
     try:
         code = loop.run()
+        if code == 0 and s.recheck_seeds:
+            code = recheck(s, study, loop, view)
     except KeyboardInterrupt:
         loop.stop_all("interrupted")
         return EXIT_INTERRUPTED
@@ -123,6 +125,25 @@ def run_sweep(s, devices, executor) -> int:
     if s.final_report:
         print(final_report(study, s))
     return 0
+
+
+def recheck(s, study, loop, view) -> int:
+    """The re-check after the search (sweeper/recheck.py): its runs queued once, then run in the
+    same slots until none is left."""
+    from sweeper.recheck import configurations, enqueue_missing, planned
+
+    queued = enqueue_missing(study, s)
+    trials = study.get_trials(deepcopy=False)
+    chosen = configurations(trials, s)
+    if not chosen:
+        return 0
+    names = ", ".join(f"trial {t.number}" for t in chosen)
+    view.note(f"re-check: {names} again on {s.recheck_seeds} more seed(s) each, {len(planned(trials, s))} runs "
+              f"({len(queued)} queued now), uncounted by sweep.n_trials; the winner is the best mean "
+              f"(sweep.recheck_seeds=0 turns it off)")
+    view.n_trials = len(planned(trials, s))
+    loop.recheck, loop.waiting_said = True, False
+    return loop.run()
 
 
 def node_name() -> str:

@@ -43,16 +43,17 @@ def result_of(s) -> SweepResult:
     import optuna
     from optuna.trial import TrialState
 
+    from sweeper.recheck import search_trials
+    from sweeper.results.seeds import crowned
     from sweeper.results.trials import trial_values
 
     study = optuna.load_study(study_name=s.study_name, storage=s.storage)
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = study.best_trial if complete else None
+    best, _ = crowned(trials, s)
     report = s.dir / "report" / "index.html"
     return SweepResult(
         study_name=s.study_name, storage=s.storage_shown,
-        finished=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
+        finished=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in search_trials(trials)),
         best_trial=best.number if best else None, best_value=best.value if best else None,
         best_values=trial_values(best, s) if best else {},
         best_adapter=Path(best.user_attrs["output_dir"]) if best and "output_dir" in best.user_attrs else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.job import read_progress
+from sweeper.recheck import RECHECK_OF, SEED, is_recheck, pending
 from sweeper.results.trials import eval_loss, trial_values
 from sweeper.study import counts
 from sweeper.view import LiveView
@@ -32,7 +33,8 @@ class Follower:
         self.shown.add(t.number)
         resumed = t.user_attrs.get("resumed_from")
         self.view.start(t.number, trial_values(t, self.s), tally, t.system_attrs.get("failed_trial",
-                        t.user_attrs.get("retry_of")), Path(resumed) if resumed else None, where(t))
+                        t.user_attrs.get("retry_of")), Path(resumed) if resumed else None, where(t),
+                        (t.user_attrs[RECHECK_OF], t.user_attrs[SEED]) if is_recheck(t) else None)
 
     def _end(self, t: FrozenTrial, tally: dict) -> None:
         self.shown.discard(t.number)
@@ -69,7 +71,8 @@ def follow(s, study, job_id: str | None = None) -> int:
     follower = Follower(s, study, view)
     while True:
         tally = follower.poll()
-        if tally["finished"] >= s.n_trials and tally["running"] == 0:
+        if tally["finished"] >= s.n_trials and tally["running"] == 0 and \
+                pending(study.get_trials(deepcopy=False), s) == 0:  # the workers' re-check too
             break
         if job_id is not None and not job_alive(job_id):
             print(f"error: SLURM job {job_id} has no task left and the study holds {tally['finished']}/{s.n_trials} "

@@ -24,6 +24,7 @@ class Job:
     trial_id: int | None = None     # the study's trial to report to; None: a memory probe
     memory_share: dict | None = None  # {"gpu_fraction": f} or, tests on CPU, {"host_bytes": n}
     threads: int | None = None      # torch threads, on a CPU slot
+    prune: bool = True              # False: a re-check run, trained to its end whatever its losses
 
     def write(self) -> Path:
         """Lay the job into its trial folder (stale outputs of an earlier attempt removed); returns job.json."""

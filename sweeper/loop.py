@@ -22,6 +22,7 @@ from sweeper.settings import SweepSettings
 # a SQLite commit (the study stayed locked for stop_all) and once in a weakref callback, which
 # swallowed it (the sweep ran on to the end).
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
+from sweeper.recheck import RECHECK_OF, SEED, duplicate_of, is_recheck, pending
 from sweeper.slots import Device, Slot
 from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import suggest, to_overrides
@@ -33,9 +34,10 @@ OUT_OF_MEMORY = "out of memory"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str], resume_from: Path | None) -> list[str]:
+def trial_overrides(s: SweepSettings, number: int, values_overrides: list[str], resume_from: Path | None,
+                    job_type: str = "trial") -> list[str]:
     out = values_overrides + [f"output_dir={trial_dir(s.dir, number)}", f"tracking.group={s.study_name}",
-                              f"tracking.run_name={s.study_name}/trial-{number}", "tracking.job_type=trial"]
+                              f"tracking.run_name={s.study_name}/trial-{number}", f"tracking.job_type={job_type}"]
     if s.checkpoints:  # one per eval: a killed trial loses at most one eval interval
         out += ["train.save_strategy=steps", "train.save_steps=${train.eval_steps}"]
     if resume_from is not None:
@@ -96,6 +98,9 @@ class SweepLoop:
         self.running: dict[tuple[str, int], Running] = {}
         self.failures = 0
         self.waiting_said = False
+        # False: the search, until n_trials finished; True: the re-check runs queued after it
+        # (sweeper/recheck.py), which the search's counts leave out.
+        self.recheck = False
 
     def _free_slots(self) -> list[Slot]:
         free, busy = [], {}
@@ -111,14 +116,27 @@ class SweepLoop:
         """Another sweep process may have claimed the last trial between our count and our ask
         (the storage has no atomic "ask if under budget"): then hand this one back, so the study
         still ends with exactly n_trials finished trials. A queued trial (a retry, an enqueued
-        baseline) goes back to the queue as it was."""
-        claimed = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
-        if sum(1 for t in claimed if t.number < trial.number) < self.s.n_trials:
-            return False
+        baseline) goes back to the queue as it was. In the re-check, a trial that is not a
+        re-check run (the queue ran empty) or repeats one already claimed is handed back too."""
         frozen = self.storage.get_trial(trial._trial_id)
-        trial.set_user_attr("fail_reason", "not needed: the study already had sweep.n_trials trials (another "
-                                           "sweep process started the last one at the same moment)")
+        claimed = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+        if self.recheck:
+            twin = duplicate_of(claimed, frozen) if is_recheck(frozen) else None
+            if is_recheck(frozen) and twin is None:
+                return False
+            why = (f"not needed: trial {twin} runs the same re-check (another sweep process queued it at the same "
+                   "moment)" if twin is not None else "not needed: the re-check had no run left to start")
+        elif is_recheck(frozen):  # a re-check run left queued by an interrupted sweep: it runs, uncounted
+            return False
+        elif sum(1 for t in claimed if t.number < trial.number and not is_recheck(t)) < self.s.n_trials:
+            return False
+        else:
+            why = ("not needed: the study already had sweep.n_trials trials (another sweep process started the last "
+                   "one at the same moment)")
+        trial.set_user_attr("fail_reason", why)
         self.study.tell(trial, state=TrialState.FAIL)
+        if is_recheck(frozen):
+            return True
         if "fixed_params" in frozen.system_attrs:
             self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=frozen.system_attrs,
                                                            user_attrs=frozen.user_attrs))
@@ -140,7 +158,9 @@ class SweepLoop:
                                                "drew them at the same moment); drawn again")
             study.tell(trial, state=TrialState.FAIL)
             return
-        value_overrides = to_overrides(values, s.space)
+        recheck = (trial.user_attrs[RECHECK_OF], trial.user_attrs[SEED]) if RECHECK_OF in trial.user_attrs else None
+        # A re-check run repeats its trial's values on another seed: part of what reruns it.
+        value_overrides = to_overrides(values, s.space) + ([f"train.seed={recheck[1]}"] if recheck else [])
         folder = trial_dir(s.dir, trial.number)
         trial.set_user_attr("value_overrides", value_overrides)
         trial.set_user_attr("output_dir", str(folder))
@@ -160,12 +180,15 @@ class SweepLoop:
         trial.set_user_attr("launched_as", trial.number)
         retry_of = Retry.retried_trial_number(frozen)
         retry_of = frozen.user_attrs.get("retry_of") if retry_of is None else retry_of  # after out of memory
-        self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label)
-        # Keep a spare while more trials may follow than are running now.
-        keep_spare = tally["finished"] + tally["running"] + 1 < s.n_trials
-        overrides = trial_overrides(s, trial.number, value_overrides, resume_from) + slot.device.batch_overrides()
-        job = Job(folder, s.public_overrides, overrides, values, trial_id=trial._trial_id,
-                  memory_share=memory_share(s, slot.device), threads=slot.device.threads)
+        self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label, recheck)
+        # Keep a spare while more trials may follow than are running now (the re-check's after the search's).
+        keep_spare = self._waiting_rechecks() > 0 if self.recheck else \
+            tally["finished"] + tally["running"] + 1 < s.n_trials or s.recheck_seeds > 0
+        overrides = trial_overrides(s, trial.number, value_overrides, resume_from,
+                                    "recheck" if recheck else "trial") + slot.device.batch_overrides()
+        shown = {**values, RECHECK_OF: recheck[0], SEED: recheck[1]} if recheck else values  # its W&B config
+        job = Job(folder, s.public_overrides, overrides, shown, trial_id=trial._trial_id,
+                  memory_share=memory_share(s, slot.device), threads=slot.device.threads, prune=recheck is None)
         handle = self.executor.submit(job, slot, self.trials_storage, keep_spare)
         self.running[(slot.device.name, slot.index)] = Running(trial, handle, slot, folder, time.monotonic(),
                                                                slot.device.slots)
@@ -199,7 +222,7 @@ class SweepLoop:
         else:
             remove_checkpoints([r.trial_dir, *(trial_dir(self.s.dir, n) for n in Retry.retry_history(frozen))])
         self.view.end(r.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - r.started,
-                      counts(self.study), outcome.reason)
+                      counts(self.study, self.recheck), outcome.reason)
         if outcome.reason.startswith(OUT_OF_MEMORY):
             self._out_of_memory(r)
             return True  # the sweep's own packing, not the trial's values: not a failure streak
@@ -227,6 +250,22 @@ class SweepLoop:
         finally:
             LOOP_RUNNING.clear()
 
+    def _waiting_rechecks(self) -> int:
+        return sum(is_recheck(t) for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _done(self, c: dict) -> bool:
+        if self.running:
+            return False
+        if self.recheck:
+            return pending(self.study.get_trials(deepcopy=False), self.s) == 0
+        return c["finished"] >= self.s.n_trials
+
+    def _room(self, c: dict) -> bool:
+        """Whether a free slot should start a trial now."""
+        if self.recheck:
+            return self._waiting_rechecks() > 0
+        return c["finished"] + c["running"] < self.s.n_trials  # else the rest is running (maybe elsewhere)
+
     def _run(self) -> int:
         while True:
             if STOP.is_set():
@@ -240,18 +279,18 @@ class SweepLoop:
                 if outcome is not None and not self._end(key, r, outcome):
                     self.stop_all("stopped after repeated failures")
                     return EXIT_FAILURES
-            c = counts(self.study)
-            if c["finished"] >= self.s.n_trials and not self.running:
+            c = counts(self.study, self.recheck)
+            if self._done(c):
                 return 0
-            if not self.running and c["finished"] + c["running"] >= self.s.n_trials and not self.waiting_said:
+            if not self.running and not self._room(c) and not self.waiting_said:
                 self.waiting_said = True
                 self.view.note(f"waiting for {c['running']} trial(s) running elsewhere; a trial whose worker stopped "
                                f"is failed and retried after sweep.grace_period={self.s.grace_period} s")
             for slot in self._free_slots():
-                if c["finished"] + c["running"] >= self.s.n_trials:  # the rest is running (maybe elsewhere)
+                if not self._room(c):
                     break
                 self._start(slot, c)
-                c = counts(self.study)
+                c = counts(self.study, self.recheck)
             STOP.wait(0.25 if self.running else self.s.heartbeat_interval)
 
     def stop_all(self, why: str) -> None:

@@ -67,6 +67,8 @@ class SweepSettings:
     slurm: SlurmSettings
     objective: str                # what the study minimises: eval_loss, or a task metric (price_mae)
     enqueue: list[dict]
+    recheck_top: int              # the best configurations trained again on more seeds before crowning
+    recheck_seeds: int            # more seeds each of them and the baseline gets (0: no re-check)
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
     overrides: list[str]          # the user's Hydra overrides, handed to every trial process
@@ -104,7 +106,7 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 SWEEP_KEYS = ("study_name", "output_root", "dir", "storage", "objective", "n_trials", "sampler", "pruner",
               "startup_trials", "seed", "max_failures", "heartbeat_interval", "grace_period", "checkpoints",
               "stall_timeout", "trial_timeout", "devices", "trials_per_device", "debug_device_memory_mb",
-              "dashboard_port", "enqueue", "quiet", "final_report", "launcher", "slurm")
+              "dashboard_port", "enqueue", "recheck_top", "recheck_seeds", "quiet", "final_report", "launcher", "slurm")
 
 
 def _known(raw: dict, known: tuple, section: str) -> None:
@@ -247,7 +249,8 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
         dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], quiet=raw["quiet"],
         launcher=raw["launcher"],
-        slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue, space=space, trial=trial,
+        slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue,
+        recheck_top=_int(raw, "recheck_top", 1), recheck_seeds=_int(raw, "recheck_seeds", 0), space=space, trial=trial,
         overrides=list(overrides), candidates=candidates,
         fingerprint={**fingerprint(raw_space, trial, space),
                      # mixing objectives in one study would rank unlike values; eval_loss studies predate the key

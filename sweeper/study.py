@@ -180,8 +180,11 @@ def storage_problem(e: BaseException, s: SweepSettings) -> str | None:
     return f"the study storage {s.storage_shown} failed ({said}); rerun the same command to continue"
 
 
-def counts(study: optuna.Study) -> dict:
-    trials = study.get_trials(deepcopy=False)
+def counts(study: optuna.Study, recheck: bool = False) -> dict:
+    """The search's trials by state (what sweep.n_trials counts), or with recheck=True the re-check's."""
+    from sweeper.recheck import is_recheck
+
+    trials = [t for t in study.get_trials(deepcopy=False) if is_recheck(t) == recheck]
     by_state = {state: sum(t.state == state for t in trials) for state in TrialState}
     return {"complete": by_state[TrialState.COMPLETE], "pruned": by_state[TrialState.PRUNED],
             "failed": by_state[TrialState.FAIL], "running": by_state[TrialState.RUNNING],

@@ -51,8 +51,10 @@ class LiveView:
         self.stream.flush()
 
     def start(self, number: int, values: dict, tally: dict, retry_of: int | None = None,
-              resume_from: Path | None = None, slot: str = "cpu") -> None:
-        again = f" (retry of trial {retry_of})" if retry_of is not None else ""
+              resume_from: Path | None = None, slot: str = "cpu", recheck: tuple[int, int] | None = None) -> None:
+        """recheck: (the trial whose values it repeats, the seed) for a re-check run."""
+        again = f" (re-check of trial {recheck[0]}, seed {recheck[1]})" if recheck is not None else ""
+        again += f" (retry of trial {retry_of})" if retry_of is not None else ""
         if resume_from is not None:
             again += f", resuming from {resume_from.name}"
         self.trials[number] = {"slot": slot, "values": values, "step": 0, "max_steps": "?", "eval_loss": None,

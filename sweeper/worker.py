@@ -207,7 +207,8 @@ def run_job(job: Job, storage_url: str) -> dict:
         write_result(job.trial_dir, result)
         return result
     s = sweep_settings(job.sweep_overrides, check_values=False)
-    study = optuna.load_study(study_name=s.study_name, storage=trial_storage(storage_url), pruner=build_pruner(s))
+    pruner = build_pruner(s) if job.prune else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=s.study_name, storage=trial_storage(storage_url), pruner=pruner)
     trial = optuna.trial.Trial(study, job.trial_id)
 
     cap_memory(job.memory_share)

@@ -32,7 +32,7 @@ def mounts():
 def args_under(short_trial, root: Path, storage: Path | None = None) -> list[str]:
     keep = [a for a in short_trial if not a.startswith("output_dir=")]
     return keep + [f"sweep.output_root={root}", "sweep.study_name=disk", "sweep.trials_per_device=1",
-                   "tracking.mode=disabled", *([f"sweep.storage=sqlite:///{storage}"] if storage else [])]
+                   "tracking.mode=disabled", "sweep.recheck_seeds=0", *([f"sweep.storage=sqlite:///{storage}"] if storage else [])]
 
 
 def test_a_read_only_output_root_is_refused_before_the_study(short_trial, tmp_path, mounts):

@@ -194,7 +194,8 @@ def test_the_sweep_process_never_imports_peft(tmp_path):
     CUDA context there (docs/gpu.md). transformers.trainer_utils imports peft, so this guards the
     trainer-name check too."""
     code = ("import sys; from sweeper.__main__ import main; "
-            f"code = main(['sweep.dir={tmp_path}', 'sweep.study_name=p', 'sweep.n_trials=2', 'train.max_steps=2', "
+            f"code = main(['sweep.dir={tmp_path}', 'sweep.study_name=p', 'sweep.n_trials=2', 'sweep.recheck_seeds=0', "
+            "'train.max_steps=2', "
             "'train.eval_steps=2', 'tracking.mode=offline', 'data.metric=null']); "
             "print(code, sorted(m for m in ('peft', 'bitsandbytes', 'trl') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)

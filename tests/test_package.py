@@ -62,7 +62,7 @@ def test_the_wheel_runs_outside_the_clone(tiny_model, synthetic_data, tmp_path):
                                                                    elsewhere, env)
 
     short = ["train.max_steps=10", "train.eval_steps=5", "data.eval_size=16", "tracking.mode=disabled",
-             "sweep.trials_per_device=1", "sweep.study_name=installed"]
+             "sweep.trials_per_device=1", "sweep.study_name=installed", "sweep.recheck_seeds=0"]
     out = run([str(venv / "bin" / "qlora-sweep"), *short, "sweep.n_trials=1"], elsewhere, env)
     assert "best adapter:" in out
     api = ("from sweeper import run_sweep; r = run_sweep(" + repr([*short, "sweep.n_trials=2"]) + "); "

@@ -28,7 +28,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 @pytest.fixture
 def sweep_args(short_trial, tmp_path):
     return short_trial + ["train.warmup_steps=0", f"sweep.dir={tmp_path / 'sweep'}",
-                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t"]
+                          f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t",
+                          "sweep.recheck_seeds=0"]
 
 
 def running_counts(trials) -> list[tuple[int, int]]:

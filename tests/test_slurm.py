@@ -54,7 +54,7 @@ def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
         "sweep.pruner=none", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}", f"sweep.study_name={name}",
         "sweep.n_trials=3", "sweep.devices=cpu", "sweep.trials_per_device=1", "sweep.heartbeat_interval=2",
         "sweep.grace_period=6", "sweep.launcher=slurm", "sweep.slurm.workers=2", "sweep.slurm.gpus_per_worker=1",
-        "sweep.slurm.cpus_per_worker=1"]
+        "sweep.slurm.cpus_per_worker=1", "sweep.recheck_seeds=0"]
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -110,7 +110,7 @@ def test_follower_ctrl_c_leaves_the_job_running(slurm_conf, short_trial, tmp_pat
     args = short_trial + ["tracking.mode=disabled", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
                           f"sweep.study_name={name}", "sweep.n_trials=1", "sweep.devices=cpu",
                           "sweep.trials_per_device=1", "sweep.launcher=slurm", "sweep.slurm.workers=1",
-                          "sweep.slurm.gpus_per_worker=0", "train.max_steps=400"]
+                          "sweep.slurm.gpus_per_worker=0", "train.max_steps=400", "sweep.recheck_seeds=0"]
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -13,7 +13,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from optuna_dashboard import get_note
+
 from conftest import ROOT
+from sweeper.results.seeds import crowned
+from sweeper.settings import sweep_settings
+from sweeper.study import counts
 from wandb_files import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +35,7 @@ def sweep_args(short_trial, tmp_path):
     only under tmp_path."""
     return short_trial + ["train.warmup_steps=0", f"sweep.dir={tmp_path / 'sweep'}",
                           f"sweep.storage=sqlite:///{tmp_path / 'study.db'}", "sweep.study_name=t",
-                          "sweep.trials_per_device=1"]
+                          "sweep.trials_per_device=1", "sweep.recheck_seeds=0"]
 
 
 def sweep(args, timeout=600, env=None):
@@ -44,14 +49,24 @@ def load(storage, name="t"):
 
 def test_make_sweep_end_to_end(sweep_args, tmp_path):
     """As a user runs it: trials_per_device=auto measures the hungriest trial once, then fills
-    this 2-core machine's slots."""
-    args = [a for a in sweep_args if a != "sweep.trials_per_device=1"] + ["sweep.n_trials=3"]
+    this 2-core machine's slots; the best configuration and the baseline are re-checked on one
+    more seed before crowning."""
+    args = [a for a in sweep_args if a not in ("sweep.trials_per_device=1", "sweep.recheck_seeds=0")] + \
+        ["sweep.n_trials=3", "sweep.recheck_top=1", "sweep.recheck_seeds=1"]
     proc = subprocess.run(["make", "--no-print-directory", "sweep", f"ARGS={' '.join(args)}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
-    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 3 == len(study.trials)
+    searched = [t for t in study.trials if "recheck_of" not in t.user_attrs]
+    finished = [t for t in searched if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3 == len(searched) == counts(study)["finished"]
+    top = min((t for t in searched if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    rechecks = [t for t in study.trials if "recheck_of" in t.user_attrs]
+    assert sorted((t.user_attrs["recheck_of"], t.user_attrs["seed"]) for t in rechecks) == sorted({(top.number, 43),
+                                                                                                (0, 43)})
+    for t in rechecks:  # the same values on train.seed + 1, trained to the end, not counted
+        assert t.state == TrialState.COMPLETE and t.params == study.trials[t.user_attrs["recheck_of"]].params
+        assert "train.seed=43" in t.user_attrs["value_overrides"] and t.user_attrs["steps"] == 20
     baseline = study.trials[0]  # the seed course's recipe, enqueued to run first
     assert baseline.params == {"lora_r": 32, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 2e-3}
     assert baseline.user_attrs["lora_alpha"] == 64
@@ -68,7 +83,10 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert sorted(runs) == [f"t/trial-{t.number}" for t in study.trials]
     for t in study.trials:
         run = runs[f"t/trial-{t.number}"]
-        assert (run.group, run.job_type) == ("t", "trial")
+        recheck = "recheck_of" in t.user_attrs
+        assert (run.group, run.job_type) == ("t", "recheck" if recheck else "trial")
+        assert run.config["train"]["seed"] == (43 if recheck else 42)
+        assert run.config["trial"].get("recheck_of") == t.user_attrs.get("recheck_of")
         assert run.config["trial"]["lora_r"] == t.params["lora_r"] and run.config["lora"]["r"] == t.params["lora_r"]
         assert run.config["lora"]["target_modules"] == "attention"
         assert run.config["adapted_modules"] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -86,6 +104,9 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
         assert runs[f"t/trial-{t.number}"].summary["train_tokens"] == a["train_tokens"]
     board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
     assert "tok/s  peak GiB" in board and "cost: 3 trials" in board and "pruning saved" in board
+    assert f"re-check cost: {len(rechecks)} runs" in board and f"(re-check of trial 0, seed 43)" in board
+    assert "re-check (eval_loss over seeds, best mean first among those with every seed):" in board
+    assert "beats the baseline by" in board or "no configuration beats the baseline beyond the seed noise" in board
     report = tmp_path / "sweep" / "report"
     assert (report / "index.html").exists() and (report / "curves.png").exists() and (report / "leaderboard.csv").exists()
     assert "report: importances: left out: fANOVA compares trials at one eval step, which needs at least 5" in proc.stdout
@@ -105,16 +126,21 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     summary_id = summary_dir.name.split("-")[-1]  # offline-run-<time>-summary-<the study's hash>
     summary_run = read_offline_run(summary_dir)
     assert (summary_run.job_type, summary_run.group, summary_run.name) == ("sweep-summary", "t", "t/summary")
-    assert summary_run.summary["best_trial_run"] == f"t/trial-{study.best_trial.number}"
+    best, checked = crowned(study.trials, sweep_settings(args, check_values=False))
+    assert best.value == min(c.best_run().value for c in checked.configurations if c is checked.winner)
+    assert summary_run.summary["best_trial_run"] == f"t/trial-{best.number}"
+    assert summary_run.summary["recheck_winner"] == checked.winner.trial.number
     logged = {k: v for h in summary_run.history for k, v in h.items()}  # nested keys joined with "/"
-    assert logged["leaderboard/_type"] == "table-file" and logged["leaderboard/nrows"] == 3
+    assert logged["leaderboard/_type"] == "table-file" and logged["leaderboard/nrows"] == len(study.trials)
+    assert logged["recheck/_type"] == "table-file" and logged["recheck/nrows"] == len(checked.configurations)
     assert logged["plots/curves/_type"] == "image-file"  # 3 trials: too few for the plots at a common step
-    best = study.best_trial
     assert (tmp_path / "sweep" / "best" / "adapter_model.safetensors").exists()
     assert os.path.realpath(tmp_path / "sweep" / "best") == str(tmp_path / "sweep" / "trials" / str(best.number))
     card = (tmp_path / "sweep" / "best" / "README.md").read_text()
     assert card.startswith(f"# t: best trial {best.number}") and f"| eval_loss (what the sweep minimised) | {best.value:.4f} |" in card
     assert "AutoPeftModelForCausalLM.from_pretrained(" in card and "python -m trainers" in card
+    assert "## Seed noise" in card and checked.sentence() in card
+    assert get_note(study).startswith("## Re-check before crowning")  # optuna-dashboard's study note
     from peft import AutoPeftModelForCausalLM  # the card's one line, as a user runs it
     from transformers import AutoTokenizer
 
@@ -126,6 +152,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert tokenizer.decode(generated, skip_special_tokens=True).strip() != ""
     again = sweep(args)  # the study is complete; the measured peak is read from it, not measured again
     assert again.returncode == 0 and "measuring" not in again.stdout and "slots: cpu x2" in again.stdout
+    assert len(load(f"sqlite:///{tmp_path / 'study.db'}").trials) == len(study.trials)  # nothing re-checked twice
     (rewritten,) = offline_runs(tmp_path / "sweep" / "summary")  # its report updated the one summary run
     assert rewritten.name.split("-", 3)[3] == summary_dir.name.split("-", 3)[3] == f"summary-{summary_id}"
 

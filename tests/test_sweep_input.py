@@ -16,7 +16,7 @@ from trainers.settings import ConfigError
 @pytest.fixture
 def sweep_args(short_trial, tmp_path):
     return short_trial + [f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage=sqlite:///{tmp_path / 'study.db'}",
-                          "sweep.study_name=t", "sweep.trials_per_device=1"]
+                          "sweep.study_name=t", "sweep.trials_per_device=1", "sweep.recheck_seeds=0"]
 
 
 def refused(argv, capsys):
@@ -192,18 +192,22 @@ def test_cost_totals_count_what_pruning_saved():
 
     from sweeper.results.report import cost_totals
 
-    def trial(state, stopped, resumed=0):
+    def trial(state, stopped, resumed=0, **recheck):
         return optuna.trial.create_trial(
             state=state, value=1.0 if state == TrialState.COMPLETE else None, params={}, distributions={},
             user_attrs={"train_s": 10.0, "train_tokens": 1000, "stopped_at_step": stopped, "max_steps": 40,
-                        "resumed_from_step": resumed, "wall_s": 20.0, "peak_memory_gib": 1.5, "peak_memory_of": "gpu"})
+                        "resumed_from_step": resumed, "wall_s": 20.0, "peak_memory_gib": 1.5, "peak_memory_of": "gpu",
+                        **recheck})
 
-    line = cost_totals([trial(TrialState.COMPLETE, 40), trial(TrialState.PRUNED, 10), trial(TrialState.PRUNED, 20),
-                        trial(TrialState.COMPLETE, 40, resumed=20)])
+    lines = cost_totals([trial(TrialState.COMPLETE, 40), trial(TrialState.PRUNED, 10), trial(TrialState.PRUNED, 20),
+                         trial(TrialState.COMPLETE, 40, resumed=20),
+                         trial(TrialState.COMPLETE, 40, recheck_of=0, seed=43)])
     # steps run: 40 + 10 + 20 + (40 - 20) = 90; not run thanks to pruning: 30 + 20 = 50 of 140
-    assert line == ("cost: 4 trials, 80 s of trial time, 40 s training, 90 training steps, 4,000 tokens; peak memory "
-                    "1.50 GiB (gpu); pruning saved 50 steps (36% of running every trial to its end)")
-    assert cost_totals([]) is None
+    assert lines == ["cost: 4 trials, 80 s of trial time, 40 s training, 90 training steps, 4,000 tokens; peak memory "
+                     "1.50 GiB (gpu); pruning saved 50 steps (36% of running every trial to its end)",
+                     "re-check cost: 1 runs, 20 s of trial time, 40 training steps (0.44x the search's 90 steps, "
+                     "0.25x its trial time)"]
+    assert cost_totals([]) == []
 
 
 def test_what_mattered_names_the_parameter_that_drives_the_loss():

@@ -12,8 +12,19 @@ COST_KEYS = (("wall_s", "trial wall time, s"), ("train_s", "training time, s"), 
              ("stopped_at_step", "steps"))
 
 
-def model_card(best: FrozenTrial, values: dict, s: SweepSettings, n_finished: int, rerun: str, folder: Path) -> str:
+def model_card(best: FrozenTrial, values: dict, s: SweepSettings, n_finished: int, rerun: str, folder: Path,
+               recheck: list[str] | None = None) -> str:
+    """recheck: the re-check's lines (sweeper/results/seeds.py), when the winner was crowned by its mean."""
     a = best.user_attrs
+    seed = a.get("seed", s.trial.train.seed)
+    how = (f"the best mean over seeds of the configurations re-checked after {n_finished} finished trials of the\n"
+           f"Optuna study `{s.study_name}` (storage `{s.storage_shown}`), found by qlora-sweep; this adapter is its "
+           f"best seed ({seed})") if recheck else (
+        f"the best of {n_finished} finished trials of the\nOptuna study `{s.study_name}` (storage "
+        f"`{s.storage_shown}`), found by qlora-sweep")
+    checked = "" if not recheck else ("\n## Seed noise\n\nThe best configurations and the baseline were trained "
+                                      "again on more seeds before this one was crowned:\n\n```\n"
+                                      + "\n".join(recheck) + "\n```\n")
     bits = s.trial.quant.bits if "quant_bits" not in values else values["quant_bits"]
     rows = "\n".join(f"| {k} | {v} |" for k, v in values.items())
     metrics = "".join(f"| {k} | {a[k]} |\n" for k in ("eval_loss", "price_mae", "price_within_20")
@@ -25,8 +36,7 @@ def model_card(best: FrozenTrial, values: dict, s: SweepSettings, n_finished: in
         + ("load_in_4bit=True, bnb_4bit_quant_type='nf4'" if bits == 4 else "load_in_8bit=True") + "))`.\n")
     return f"""# {s.study_name}: best trial {best.number}
 
-A LoRA adapter for `{s.trial.model.name_or_path}`, the best of {n_finished} finished trials of the
-Optuna study `{s.study_name}` (storage `{s.storage_shown}`), found by qlora-sweep.
+A LoRA adapter for `{s.trial.model.name_or_path}`, {how}.
 
 ## Load it
 
@@ -50,7 +60,7 @@ tokenizer = AutoTokenizer.from_pretrained("{folder}")
 |---|---|
 | {s.objective} (what the sweep minimised) | {best.value:.4f} |
 {metrics}| data | `{s.trial.data.name_or_path}` |
-
+{checked}
 ## What it cost
 
 | | |

@@ -7,7 +7,10 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.results.files import left_out, write_report
+from sweeper.recheck import RECHECK_OF, SEED, is_recheck, search_trials
 from sweeper.results.model_card import model_card
+from sweeper.results.seeds import lines as seeds_lines
+from sweeper.results.seeds import crowned
 from sweeper.results.trials import MIN_POINTS, ORDER, common_step_study, eval_loss, rank_value, rows, trial_values
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
@@ -27,27 +30,41 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
         a = t.user_attrs
         cost = (f"{a.get('train_s', 0):>5.0f}s  {a.get('tokens_per_s', 0):>7.0f}  {a.get('peak_memory_gib', 0):>8.2f}")
         why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
+        if is_recheck(t):
+            why = f"  (re-check of trial {t.user_attrs[RECHECK_OF]}, seed {t.user_attrs[SEED]}){why}"
         objective = (f"{t.value if t.state == TrialState.COMPLETE else float('nan'):>10.4f}  " if task else "")
         lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
                      f"{objective}{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {cost}  {format_values(trial_values(t, s))}{why}")
     return "\n".join(lines)
 
 
-def cost_totals(trials: list[FrozenTrial]) -> str | None:
-    """The study's cost, and the training steps pruning did not run (against every trial to its end)."""
-    measured = [t for t in trials if "train_s" in t.user_attrs]
+def cost_totals(trials: list[FrozenTrial]) -> list[str]:
+    """The search's cost, and the training steps pruning did not run (against every trial to its
+    end); then the re-check's, beside it."""
+    measured = [t for t in search_trials(trials) if "train_s" in t.user_attrs]
     if not measured:
-        return None
+        return []
     a = [t.user_attrs for t in measured]
     run = sum(x["stopped_at_step"] - x.get("resumed_from_step", 0) for x in a)
     saved = sum(x["max_steps"] - x["stopped_at_step"] for t, x in zip(measured, a) if t.state == TrialState.PRUNED)
     share = saved / (run + saved) if run + saved else 0.0
     memory = max(x.get("peak_memory_gib", 0) for x in a)
-    return (f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
+    return [f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
             f"{sum(x['train_s'] for x in a):.0f} s training, {run} training steps, "
             f"{sum(x['train_tokens'] for x in a):,} tokens; peak memory {memory:.2f} GiB "
             f"({a[0].get('peak_memory_of', '?')}); pruning saved {saved} steps ({share:.0%} of running every "
-            f"trial to its end)")
+            f"trial to its end)", *recheck_cost(trials, run, sum(x.get('wall_s', 0) for x in a))]
+
+
+def recheck_cost(trials: list[FrozenTrial], search_steps: int, search_s: float) -> list[str]:
+    runs = [t.user_attrs for t in trials if is_recheck(t) and "train_s" in t.user_attrs]
+    if not runs:
+        return []
+    steps = sum(x["stopped_at_step"] - x.get("resumed_from_step", 0) for x in runs)
+    seconds = sum(x.get("wall_s", 0) for x in runs)
+    return [f"re-check cost: {len(runs)} runs, {seconds:.0f} s of trial time, {steps} training steps "
+            f"({steps / search_steps if search_steps else 0:.2f}x the search's {search_steps} steps, "
+            f"{seconds / search_s if search_s else 0:.2f}x its trial time)"]
 
 
 def rerun_command(t: FrozenTrial, s: SweepSettings) -> str:
@@ -121,6 +138,13 @@ def _spread(shares: list[float]) -> str:
     return f"{ranked[len(ranked) // 10]:.0%}-{ranked[-1 - len(ranked) // 10]:.0%}"
 
 
+def note_on_dashboard(study, lines: list[str]) -> None:
+    """The re-check's verdict as the study's note in optuna-dashboard (its own Markdown note)."""
+    from optuna_dashboard import save_note
+
+    save_note(study, "\n".join(["## Re-check before crowning", "", *(f"- {line.strip()}" for line in lines)]))
+
+
 def warm_imports() -> None:
     """The final report's imports (scikit-learn for fANOVA, matplotlib, wandb), done on a thread
     while the last trials train instead of after them."""
@@ -136,9 +160,9 @@ def warm_imports() -> None:
 def final_report(study, s: SweepSettings) -> str:
     trials = study.get_trials(deepcopy=False)
     text = [f"study {s.study_name!r} in {s.storage_shown}", leaderboard(trials, s)]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
+    best, checked = crowned(trials, s)
+    verdict = seeds_lines(checked, s.objective) if checked else []
+    if best is not None:
         adapter = Path(best.user_attrs.get("output_dir", ""))
         link = s.dir / "best"
         if link.is_symlink() or not link.exists():
@@ -147,24 +171,27 @@ def final_report(study, s: SweepSettings) -> str:
             link.symlink_to(os.path.relpath(adapter, link.parent) if adapter.is_absolute() else adapter)
         rerun = rerun_command(best, s)
         if (adapter / "adapter_config.json").exists():
-            card = model_card(best, trial_values(best, s), s, sum(t.state in ORDER and t.state != TrialState.FAIL
-                                                                  for t in trials), rerun, link)
-            (adapter / "README.md").write_text(card)
-        text += [f"best: trial {best.number}, {s.objective} {best.value:.4f}: {format_values(trial_values(best, s))}",
+            finished = sum(t.state in ORDER and t.state != TrialState.FAIL for t in search_trials(trials))
+            (adapter / "README.md").write_text(model_card(best, trial_values(best, s), s, finished, rerun, link,
+                                                          verdict or None))
+        which = f" (the winner's best seed, {best.user_attrs[SEED]})" if SEED in best.user_attrs else \
+            (" (the winner, from its search run)" if checked else "")
+        text += [*verdict, f"best: trial {best.number}{which}, {s.objective} {best.value:.4f}: "
+                           f"{format_values(trial_values(best, s))}",
                  f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})",
                  f"rerun it alone: {rerun}"]
         text += what_mattered(study, s.objective)
     else:
         text.append("no trial completed yet")
-    totals = cost_totals(trials)
-    if totals:
-        text.append(totals)
+    text += cost_totals(trials)
     from sweeper.results.wandb_summary import log_summary_run
 
     index = write_report(study, s, "\n".join(text))
     text.append(f"report: {index} (leaderboard as CSV and Markdown, plots)")
     text += [f"report: {line}" for line in left_out(study)]
-    if log_summary_run(study, s, rows(trials, s), index.parent) is not None:
+    if verdict:
+        note_on_dashboard(study, verdict)
+    if log_summary_run(study, s, rows(trials, s), index.parent, best, checked) is not None:
         text.append(f"W&B: trial runs ({s.study_name}/trial-N) and a summary run ({s.study_name}/summary, updated by "
                     f"every report) in group {s.study_name!r}")
     if resolve_mode(s.trial.tracking) == "offline":

@@ -3,6 +3,7 @@ then pruned and failed by their last eval loss), with their searched and tied va
 finished trial's eval loss at one common step (losses at one step compare; the sweep guarantees it)."""
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.recheck import RECHECK_OF, SEED, search_trials
 from sweeper.settings import SweepSettings
 
 ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
@@ -38,7 +39,7 @@ def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
     ranked = sorted((t for t in trials if t.state in ORDER), key=lambda t: (ORDER[t.state], rank_value(t)))
     return [{"trial": t.number, "state": t.state.name.lower(), "eval_loss": eval_loss(t),
              "steps": t.user_attrs.get("steps"), **{k: t.user_attrs.get(k) for k in COLUMNS[4:]},
-             **trial_values(t, s),
+             **trial_values(t, s), "recheck_of": t.user_attrs.get(RECHECK_OF), "seed": t.user_attrs.get(SEED),
              # a retry inherits its predecessor's attributes, fail_reason included: only a failure has one
              "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""} for t in ranked]
 
@@ -49,7 +50,8 @@ def common_step_study(study):
 
     import optuna
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.intermediate_values]
+    # Not the re-check's runs: the same values again would weigh them twice.
+    trials = [t for t in search_trials(study.get_trials(deepcopy=False, states=FINISHED)) if t.intermediate_values]
     reached = Counter(step for t in trials for step in t.intermediate_values)
     steps = [step for step, n in reached.items() if n >= MIN_POINTS]
     if not steps:

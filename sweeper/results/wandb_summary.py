@@ -15,8 +15,9 @@ def summary_run_id(s: SweepSettings) -> str:
     return "summary-" + hashlib.sha256(f"{s.storage_shown}\n{s.study_name}".encode()).hexdigest()[:16]
 
 
-def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path) -> Path | None:
-    """The summary run's folder, or None when tracking is disabled."""
+def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path, best=None, checked=None) -> Path | None:
+    """The summary run's folder, or None when tracking is disabled. best: the crowned trial;
+    checked: the re-check's verdict (sweeper/results/seeds.py), or None."""
     if resolve_mode(s.trial.tracking) == "disabled":
         return None
     import wandb
@@ -34,12 +35,18 @@ def log_summary_run(study, s: SweepSettings, rows: list[dict], report_dir: Path)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     run.log({"leaderboard": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
              **{f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(report_dir.glob("*.png"))}})
-    summary = {"finished_trials": sum(r["state"] in ("complete", "pruned") for r in rows)}
-    complete = [r for r in rows if r["state"] == "complete"]
-    if complete:
-        best = study.best_trial
+    if checked is not None:
+        run.log({"recheck": wandb.Table(columns=["trial", "baseline", "seeds", "mean", "sd"],
+                                        data=[[c.trial.number, c.baseline, len(c.runs), c.mean, c.sd]
+                                              for c in checked.configurations])})
+    summary = {"finished_trials": sum(r["state"] in ("complete", "pruned") and r.get("recheck_of") is None
+                                      for r in rows)}
+    if best is not None:
         summary.update(best_trial=best.number, best_trial_run=f"{s.study_name}/trial-{best.number}",
                        **{f"best_{s.objective}": best.value})
+    if checked is not None:
+        summary.update(recheck_winner=checked.winner.trial.number, recheck_winner_mean=checked.winner.mean,
+                       recheck_verdict=checked.sentence(), recheck_beats_baseline=checked.beats_baseline)
     folder = Path(run.dir).parent
     finish_run(run, summary, say_offline=False)  # the report's own line names this run too
     return folder

@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.recheck import is_recheck
 from sweeper.search.space import Param
 from sweeper.search.start import design
 
@@ -46,14 +47,16 @@ def model_sampler(model: str, seed: int) -> BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
 
 
-class WithPruned:
-    """The study as the Gaussian process sees it: a pruned trial counts as finished at the last eval
-    loss it reported. Optuna's GPSampler fits complete trials only, so without this it would never
+class SearchView:
+    """The study as the model sees it. The re-check's runs (sweeper/recheck.py) are left out: they
+    repeat values the model has already seen, on other seeds, and would count them twice. With
+    pruned_as_complete (the Gaussian process) a pruned trial counts as finished at the last eval
+    loss it reported: Optuna's GPSampler fits complete trials only, so without this it would never
     learn that the pruner found a region bad, and would propose it again (TPE counts pruned trials
     itself)."""
 
-    def __init__(self, study: optuna.Study):
-        self._study = study
+    def __init__(self, study: optuna.Study, pruned_as_complete: bool):
+        self._study, self._pruned_as_complete = study, pruned_as_complete
 
     def __getattr__(self, name):
         return getattr(self._study, name)
@@ -61,7 +64,9 @@ class WithPruned:
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
         out = []
         for t in self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache):
-            if t.state == TrialState.PRUNED and t.intermediate_values:
+            if is_recheck(t):
+                continue
+            if self._pruned_as_complete and t.state == TrialState.PRUNED and t.intermediate_values:
                 t = copy.copy(t)
                 t.state, t.values = TrialState.COMPLETE, [t.intermediate_values[max(t.intermediate_values)]]
             if states is None or t.state in states:
@@ -95,7 +100,7 @@ class StartThenModel(BaseSampler):
             self._by_trial[trial.number] = sampler
 
     def _seen(self, study):
-        return WithPruned(study) if self._model == "gp" else study
+        return SearchView(study, pruned_as_complete=self._model == "gp")
 
     def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         chosen = self._of(trial)
