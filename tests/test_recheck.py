@@ -107,3 +107,21 @@ def test_a_configuration_missing_a_seed_is_ranked_after_those_with_every_seed(s)
     v = verdict(study.trials, s)
     assert [c.trial.number for c in v.configurations] == [2, 0, 1]
     assert v.winner.trial.number == 2 and len(v.configurations[-1].runs) == 2
+
+
+@pytest.mark.parametrize("model", ["gp", "tpe"])
+def test_the_models_ask_past_the_rechecks(s, model):
+    """With the re-check's runs in the study (and one of them still queued), a later extension of
+    the study samples new values from the search's trials alone."""
+    from sweeper.search.space import suggest
+    from sweeper.search.strategy import build_sampler
+
+    settings = sweep_settings([f"sweep.sampler={model}", "sweep.n_trials=12", "sweep.startup_trials=1"],
+                              check_values=False)
+    study = searched(s, [2.0, 1.5, 1.8, 1.7, None])
+    for seed in (43, 44):
+        rechecked(study, 1, seed, 1.6)
+    study.sampler = build_sampler(settings)
+    trial = study.ask()
+    values = suggest(trial, settings.space)
+    assert "recheck_of" not in trial.user_attrs and values["lora_r"] in (8, 16, 32)

@@ -231,23 +231,38 @@ def test_consecutive_failures_stop_the_sweep(sweep_args, tiny_model, tmp_path):
 
 
 def test_interrupted_sweep_reruns_the_trial(sweep_args, tmp_path):
-    """Ctrl-C (or `kill`, SIGTERM) fails the running trial and enqueues its values to run first."""
-    args = sweep_args + ["sweep.n_trials=1", "tracking.mode=disabled"]
+    """Ctrl-C (or `kill`, SIGTERM) fails the running trial and enqueues its values to run first; in
+    the re-check too, whose rerun neither repeats nor forgets a run."""
+    args = [a for a in sweep_args if a != "sweep.recheck_seeds=0"] + \
+        ["sweep.n_trials=1", "tracking.mode=disabled", "sweep.recheck_seeds=1"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (tmp_path / "sweep" / "trials" / "0" / "progress.json").exists())
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted: trial 0 will run again" in out, out[-3000:]  # once in 3 CI runs: 1
+
+    def interrupted_at(trial: int) -> str:
+        proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: (tmp_path / "sweep" / "trials" / str(trial) / "progress.json").exists())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and f"interrupted: trial {trial} will run again" in out, out[-3000:]
+        return out
+
+    interrupted_at(0)  # once in 3 CI runs: 1
     first, retry = load(url).trials
     assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
     assert retry.system_attrs["failed_trial"] == 0 and retry.params == first.params
 
+    interrupted_at(2)  # the retry completes; the baseline's re-check (seed 43) is interrupted
+    trials = load(url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert [(t.user_attrs.get("recheck_of"), t.user_attrs.get("seed")) for t in trials] == \
+        [(None, None), (None, None), (1, 43), (1, 43)]
+
     resumed = sweep(args)
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     trials = load(url).trials
-    assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE and trials[1].params == first.params
+    assert len(trials) == 4 and trials[1].params == first.params and trials[3].state == TrialState.COMPLETE
+    assert trials[3].params == first.params and "(re-check of trial 1, seed 43)" in resumed.stdout
+    assert "trial 1 (baseline): mean" in resumed.stdout
 
 
 def worker_of(sweep_pid: int, trial_dir) -> int:

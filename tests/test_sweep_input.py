@@ -36,6 +36,8 @@ def refused(argv, capsys):
     ("sweep.sampler=annealing", "sweep.sampler"), ("sweep.pruner=sometimes", "sweep.pruner"),
     ("sweep.n_trials=0", "sweep.n_trials"), ("sweep.max_failures=0", "sweep.max_failures"),
     ("sweep.seed=abc", "sweep.seed"), ("sweep.seed=-1", "sweep.seed"),
+    ("sweep.recheck_top=0", "sweep.recheck_top"), ("sweep.recheck_seeds=-1", "sweep.recheck_seeds"),
+    ("sweep.recheck_seeds=two", "sweep.recheck_seeds"),
     ("sweep.enqueue=[{lora_r: 7}]", "sweep.enqueue[0].lora_r"),
     ("+search.batch={type: categorical, choices: [8, 16], target: train.per_device_train_batch_size}", "search.batch"),
     ("+search.x={type: categorical, choices: [1, 2], target: lora.rank}", "search.x"),   # no such key
