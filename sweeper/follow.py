@@ -1,6 +1,7 @@
 """Following a study whose trials run elsewhere (a SLURM job array, other machines): the live
 view's lines read from the storage and the trial folders every few seconds, then the final report
-once the study holds sweep.n_trials finished trials. It holds no GPU and starts no trial.
+once the study holds sweep.n_trials finished trials and the workers' re-check (sweeper/recheck.py)
+is done. It holds no GPU and starts no trial.
 `make follow ARGS="..."` (`python -m sweeper.follow [overrides]`) follows a study again."""
 import sys
 import time

@@ -16,6 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import ROOT
+from sweeper.recheck import key, planned
+from sweeper.settings import sweep_settings
 from test_sweep import POSTGRES, load, wait_for
 
 pytestmark = pytest.mark.slow
@@ -54,7 +56,7 @@ def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
         "sweep.pruner=none", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}", f"sweep.study_name={name}",
         "sweep.n_trials=3", "sweep.devices=cpu", "sweep.trials_per_device=1", "sweep.heartbeat_interval=2",
         "sweep.grace_period=6", "sweep.launcher=slurm", "sweep.slurm.workers=2", "sweep.slurm.gpus_per_worker=1",
-        "sweep.slurm.cpus_per_worker=1", "sweep.recheck_seeds=0"]
+        "sweep.slurm.cpus_per_worker=1", "sweep.recheck_top=1", "sweep.recheck_seeds=1"]
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -85,7 +87,16 @@ def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
     assert follower.returncode == 0, out[-4000:]
     study = load(POSTGRES, name)
     trials = study.get_trials(deepcopy=False)
-    assert sum(t.state in FINISHED for t in trials) == 3, [(t.number, t.state) for t in trials]
+    searched = [t for t in trials if "recheck_of" not in t.user_attrs]
+    assert sum(t.state in FINISHED for t in searched) == 3, [(t.number, t.state) for t in trials]
+    # The workers re-checked the top trial and the baseline, each run once, whichever worker queued it.
+    s = sweep_settings(args, check_values=False)
+    done = [key(t) for t in trials if "recheck_of" in t.user_attrs and t.state == TrialState.COMPLETE]
+    assert sorted(done) == sorted(planned(trials, s)) and len(done) in (1, 2), [(t.number, t.user_attrs) for t in trials]
+    for t in trials:
+        if "recheck_of" in t.user_attrs and t.state == TrialState.FAIL:
+            assert t.user_attrs["fail_reason"].startswith("not needed: trial "), t.user_attrs
+    assert "re-check (eval_loss over seeds" in out and "the baseline" in out
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     interrupted = study.trials[victim.number]
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"] == "interrupted", \
