@@ -24,6 +24,10 @@ On landscapes with seed noise (runs per cell, or noise_sd) it also replays issue
 default's crowned configuration: the top 2 by seen value trained on 2 more seeds, the best mean
 crowned; it prints how often each way crowns a near-best configuration, and a line
 recheck_near_best_at_12=<landscape>:<share>,...
+On landscapes with curves it replays issue 22's promotion with continuation (ASHA, replay_asha): the
+default's sampler proposes, a configuration pauses at each rung and is continued from where it
+stopped when it ranks in the top third there; it prints the training it spends against the
+default's and its steps to a near-best configuration.
 
 Last lines: suite_regret_default=.. suite_regret_random=.. (mean after 6 trials over the suite, or
 landscape_regret_... for files given with --landscape) and, for the demo landscape, search_share /
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from landscapes import Landscape, LandscapeError, from_study, load, to_record  # noqa: E402
+from sweeper.search.sampler import CONTINUED_FROM  # noqa: E402
 from sweeper.search.space import Param, Prior, along, suggest  # noqa: E402
 from sweeper.search.strategy import build_pruner, build_sampler  # noqa: E402
 from trainers.settings import ConfigError  # noqa: E402
@@ -54,6 +59,7 @@ SUITE = ROOT / "bench" / "landscapes"
 DEMO = SUITE / "demo-prices.json"  # search_share is read off this one, as before the suite
 BUDGETS = (6, 12, 30)
 DEFAULT, RANDOM = "default", "random"
+ASHA = "asha with continuation (the default sampler)"  # issue 22 item 1, replayed before the sweep has it
 STRATEGIES = {  # name: sweep overrides (what a user can choose in conf/sweep), or a sampler of the bench's own
     DEFAULT: [],  # conf/sweep/default.yaml as it stands
     RANDOM: ["sweep.sampler=random", "sweep.pruner=none"],
@@ -61,6 +67,7 @@ STRATEGIES = {  # name: sweep overrides (what a user can choose in conf/sweep), 
     "start + tpe": ["sweep.sampler=tpe", "sweep.pruner=none"],
     "start + gp, no pruning": ["sweep.sampler=gp", "sweep.pruner=none"],
     "optuna tpe, random start (before)": ["sweep.pruner=percentile"],
+    ASHA: ["sweep.pruner=none"],  # the default's sampler; the schedule is replay_asha's
 }
 OWN_SAMPLERS = {  # the sweep's default before this suite: Optuna's TPE after n_trials // 4 random trials
     "optuna tpe, random start (before)": lambda s: optuna.samplers.TPESampler(
@@ -190,6 +197,108 @@ def replay(job: tuple) -> dict:
     return {"job": job, "trials": trials}
 
 
+# -- promotion with continuation (ASHA) -------------------------------------------------------------
+# Li et al., arXiv 1810.05934: a configuration trains to the first rung and pauses; a paused one is
+# continued to the next rung when it ranks in the top 1/ETA of those that reached its rung; else a
+# new configuration starts. Continued from its own checkpoint, a promoted configuration costs only
+# its new steps and ends with the loss an uninterrupted run would (so its seen curve is one curve).
+
+ETA = 3  # the paper's reduction factor
+
+
+def rungs_of(steps: list[int]) -> list[int]:
+    """The eval steps a configuration may pause at: the first eval step times ETA**k (the next eval
+    step at or after it), then the last step."""
+    out, r = [], steps[0]
+    while r < steps[-1]:
+        at = min(s for s in steps if s >= r)
+        if at < steps[-1] and (not out or at > out[-1]):
+            out.append(at)
+        r *= ETA
+    return out + [steps[-1]]
+
+
+def promotion(configs: list[dict], rungs: list[int], ending: bool) -> dict | None:
+    """The paused configuration to continue, highest rung first, or None. Ending (no new
+    configuration may start): the quota rounds up, so the best of each rung still reaches the end."""
+    for k in reversed(range(len(rungs) - 1)):
+        reached = [c for c in configs if c["rung"] >= k]
+        quota = (math.ceil if ending else math.floor)(len(reached) / ETA)
+        for c in sorted(reached, key=lambda c: c["at"][k])[:quota]:
+            if c["rung"] == k:
+                return c
+    return None
+
+
+def train_to(study, c: dict, rungs: list[int], spent: int, trial=None) -> int:
+    """Train configuration c from its rung to the next: its asked trial's first leg, or a
+    continuation, recorded as the sweep would (an enqueued trial naming the one it continues, which
+    the sampler's models then leave out: they see each configuration once, at its latest rung)."""
+    start = rungs[c["rung"]] if c["rung"] >= 0 else 0
+    c["rung"] += 1
+    stop = rungs[c["rung"]]
+    curve = {step: v for step, v in c["curve"].items() if step <= stop}
+    c["at"].append(curve[max(curve)])
+    c["steps"] += stop - start
+    spent += stop - start
+    done = c["rung"] == len(rungs) - 1
+    state = optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED
+    if trial is not None:
+        for step, value in curve.items():
+            trial.report(value, step)
+        study.tell(trial, c["seen"] if done else None, state=state)
+        c["number"] = trial.number
+    else:
+        study.add_trial(optuna.trial.create_trial(
+            params=c["params"], distributions=c["distributions"], intermediate_values=curve, state=state,
+            value=c["seen"] if done else None, user_attrs={CONTINUED_FROM: c["number"]},
+            system_attrs={"fixed_params": c["params"]}))
+        c["number"] = len(study.trials) - 1
+    if done:
+        c.update(pruned=False, done_at=spent)
+    return spent
+
+
+def replay_asha(job: tuple) -> dict:
+    """ASHA with continuation, one configuration or continuation at a time, new configurations from
+    the default's sampler, until `budget` configurations have started and none is left to continue.
+    Per configuration: as replay's, plus done_at, the steps spent in the whole run when it finished."""
+    path, strategy, overrides, budget, seed = job
+    land = landscape(path)
+    s = settings_for(strategy, overrides, land, budget, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(sampler=build_sampler(s))
+    rng = random.Random(f"{land.name} {seed}")
+    rungs = rungs_of(sorted({step for c in land.cells.values() for step in c.curve}) or [1])
+    configs, spent = [], 0
+    while True:
+        c = promotion(configs, rungs, ending=len(configs) >= budget)
+        if c is not None:
+            spent = train_to(study, c, rungs, spent)
+            continue
+        if len(configs) >= budget:
+            break
+        trial = study.ask()
+        key = land.nearest(suggest(trial, s.space))
+        seen, curve, truth, run = observe(land, key, rng)
+        c = {"truth": truth, "seen": seen, "pruned": True, "steps": 0, "key": key, "run": run, "curve": curve,
+             "at": [], "rung": -1, "done_at": None, "params": trial.params, "distributions": trial.distributions}
+        configs.append(c)
+        if curve:
+            spent = train_to(study, c, rungs, spent, trial)
+        else:  # a missing cell: nothing to train, its value at once
+            spent += 1
+            c.update(pruned=False, steps=1, done_at=spent, rung=len(rungs) - 1, at=[seen] * len(rungs))
+            study.tell(trial, seen)
+    return {"job": job, "trials": [{k: v for k, v in c.items() if k not in ("curve", "params", "distributions")}
+                                   for c in configs]}
+
+
+def replay_any(job: tuple) -> dict:
+    return replay_asha(job) if job[1] == ASHA else replay(job)
+
+
 # -- what a run achieved ----------------------------------------------------------------------------
 
 def regret_after(land: Landscape, trials: list[dict], n: int) -> float:
@@ -279,6 +388,10 @@ def truth_crowned(land: Landscape, trials: list[dict], n: int) -> float:
 
 def to_near(land: Landscape, trials: list[dict]) -> tuple[int | None, int]:
     """(trials until a near-best one finished, or None) and the steps spent until then (or in all)."""
+    if trials and "done_at" in trials[0]:  # ASHA: configurations finish out of the order they start
+        done = [(t["done_at"], i + 1) for i, t in enumerate(trials)
+                if t["done_at"] is not None and t["truth"] <= land.near_target]
+        return (min(done)[1], min(done)[0]) if done else (None, sum(t["steps"] for t in trials))
     spent = 0
     for i, t in enumerate(trials):
         spent += t["steps"]
@@ -315,6 +428,24 @@ def table(land: Landscape, runs: dict, seeds: int) -> list[str]:
                      f"{len(found)}/{seeds} | {statistics.median(s for _, s in near) / land.grid_steps:.3f} | "
                      f"{sum(p for p, _ in pruned)} | {sum(c for _, c in pruned)} |")
     return lines
+
+
+def asha_line(land: Landscape, runs: dict, seeds: int) -> str | None:
+    """ASHA with continuation against the default on one landscape with curves: the training it
+    spends per budget as a share of the default's, and the steps until a near-best configuration
+    finished (median over seeds; issue 22 asks for fewer)."""
+    if ASHA not in STRATEGIES or not any(c.curve for c in land.cells.values()):
+        return None
+    spend = []
+    for n in BUDGETS:
+        a = sum(t["steps"] for s in range(seeds) for t in runs[(ASHA, n, s)])
+        d = sum(t["steps"] for s in range(seeds) for t in runs[(DEFAULT, n, s)])
+        spend.append(f"{a / d:.2f}" if d else "-")
+    steps = {k: statistics.median(to_near(land, runs[(k, BUDGETS[-1], s)])[1] for s in range(seeds)) / land.grid_steps
+             for k in (ASHA, DEFAULT)}
+    return (f"asha with continuation: training spent / the default's at {', '.join(map(str, BUDGETS))} trials: "
+            f"{', '.join(spend)}; steps to a near-best / grid steps (median): {steps[ASHA]:.3f} against the "
+            f"default's {steps[DEFAULT]:.3f}")
 
 
 def describe(land: Landscape, notes: list[str]) -> str:
@@ -400,7 +531,7 @@ def main():
     jobs = [(p, strategy, overrides, budget, seed) for p in lands for strategy in STRATEGIES for budget in BUDGETS
             for seed in range(a.seeds)]
     with Pool(a.jobs, initializer=one_thread) as pool:
-        results = pool.map(replay, jobs, chunksize=8)
+        results = pool.map(replay_any, jobs, chunksize=8)
         runs = {}
         for out in results:
             p, strategy, _, budget, seed = out["job"]
@@ -410,6 +541,8 @@ def main():
         for p, land in lands.items():
             print(f"\n### {land.name}: {describe(land, replay_space(base.space, land)[1])}\n")
             print("\n".join(table(land, runs[p], a.seeds)))
+            if (line := asha_line(land, runs[p], a.seeds)) is not None:
+                print(f"\n{line}")
             for strategy in STRATEGIES:
                 for n in BUDGETS:
                     regret[(strategy, n)] += [regret_after(land, runs[p][(strategy, n, s)], n) for s in range(a.seeds)]

@@ -145,3 +145,30 @@ def test_the_recheck_crowns_by_the_mean_over_unused_seeds():
               {"key": (16,), "seen": 0.8, "truth": 0.8, "pruned": False, "steps": 20, "run": 1}]
     assert search.truth_crowned(land, trials, 2) == pytest.approx(1.0)  # the best single run: a's lucky seed
     assert search.recheck(land, trials, 2, random.Random(0)) == (pytest.approx(0.8), 4 * 20)
+
+
+def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps():
+    """ASHA with continuation, replayed: rungs at the first eval step times 3**k, then the last; a
+    configuration is continued when it ranks in the top third of its rung (rounded up once no new
+    one may start), and its steps are its legs', never its earlier steps again."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import search
+
+    assert search.rungs_of([10, 20, 30, 40]) == [10, 30, 40]
+    assert search.rungs_of(list(range(4, 53, 4))) == [4, 12, 36, 52]
+    assert search.rungs_of([20]) == [20]
+    paused = [{"rung": 0, "at": [v]} for v in (0.9, 0.5, 0.7, 0.8)]
+    assert search.promotion(paused, [10, 30, 40], ending=False) is paused[1]  # 4 // 3 = 1: the best
+    paused[1].update(rung=1, at=[0.5, 0.4])
+    assert search.promotion(paused, [10, 30, 40], ending=False) is None  # 1 // 3 at rung 1; rung 0's best is gone
+    assert search.promotion(paused, [10, 30, 40], ending=True) is paused[1]  # ending: the best goes on to the end
+
+    path = ROOT / "bench" / "landscapes" / "demo-prices.json"
+    out = search.replay_asha((str(path), search.ASHA, (), 6, 0))["trials"]
+    land = search.landscape(str(path))
+    assert len(out) == 6 and any(not t["pruned"] for t in out)
+    for t in out:  # 10 steps to rung 0, 20 more to rung 1, 10 more to the end: never a step twice
+        assert t["steps"] == {0: 10, 1: 30, 2: 40}[t["rung"]] and t["pruned"] == (t["rung"] < 2)
+    finished = [t for t in out if not t["pruned"]]
+    assert max(t["done_at"] for t in finished) <= sum(t["steps"] for t in out)
+    assert search.regret_after(land, out, 6) == land.regret(min(finished, key=lambda t: t["seen"])["truth"])

@@ -47,9 +47,15 @@ def model_sampler(model: str, seed: int) -> BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
 
 
+# A trial that continues a paused one from its checkpoint (promotion with continuation, replayed
+# by bench/search.py) names it here; the paused one is then superseded.
+CONTINUED_FROM = "continued_from"
+
+
 class SearchView:
     """The study as the model sees it. The re-check's runs (sweeper/recheck.py) are left out: they
-    repeat values the model has already seen, on other seeds, and would count them twice. With
+    repeat values the model has already seen, on other seeds, and would count them twice; so is a
+    paused trial another one continued, which reports the same configuration further on. With
     pruned_as_complete (the Gaussian process) a pruned trial counts as finished at the last eval
     loss it reported: Optuna's GPSampler fits complete trials only, so without this it would never
     learn that the pruner found a region bad, and would propose it again (TPE counts pruned trials
@@ -63,8 +69,10 @@ class SearchView:
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
         out = []
-        for t in self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache):
-            if is_recheck(t):
+        trials = self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache)
+        continued = {t.user_attrs[CONTINUED_FROM] for t in trials if CONTINUED_FROM in t.user_attrs}
+        for t in trials:
+            if is_recheck(t) or t.number in continued:
                 continue
             if self._pruned_as_complete and t.state == TrialState.PRUNED and t.intermediate_values:
                 t = copy.copy(t)
