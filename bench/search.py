@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from landscapes import Landscape, LandscapeError, from_study, load, to_record  # noqa: E402
+from sweeper.search.asha import promotion, rungs_of  # noqa: E402
 from sweeper.search.sampler import CONTINUED_FROM  # noqa: E402
 from sweeper.search.space import Param, Prior, along, suggest  # noqa: E402
 from sweeper.search.strategy import build_pruner, build_sampler  # noqa: E402
@@ -198,36 +199,23 @@ def replay(job: tuple) -> dict:
 
 
 # -- promotion with continuation (ASHA) -------------------------------------------------------------
-# Li et al., arXiv 1810.05934: a configuration trains to the first rung and pauses; a paused one is
-# continued to the next rung when it ranks in the top 1/ETA of those that reached its rung; else a
-# new configuration starts. Continued from its own checkpoint, a promoted configuration costs only
-# its new steps and ends with the loss an uninterrupted run would (so its seen curve is one curve).
+# sweeper/search/asha.py's rule, one configuration or continuation at a time: a configuration trains
+# to the first rung and pauses; a paused one is continued to the next rung when it ranks in the top
+# 1/eta of those that reached its rung; else a new configuration starts. Continued from its own
+# checkpoint, a promoted configuration costs only its new steps and ends with the loss an
+# uninterrupted run would (so its seen curve is one curve).
 
-ETA = 3  # the paper's reduction factor
-
-
-def rungs_of(steps: list[int]) -> list[int]:
-    """The eval steps a configuration may pause at: the first eval step times ETA**k (the next eval
-    step at or after it), then the last step."""
-    out, r = [], steps[0]
-    while r < steps[-1]:
-        at = min(s for s in steps if s >= r)
-        if at < steps[-1] and (not out or at > out[-1]):
-            out.append(at)
-        r *= ETA
-    return out + [steps[-1]]
+ETA = 3  # the paper's reduction factor, the sweep's default (sweep.asha_eta)
 
 
-def promotion(configs: list[dict], rungs: list[int], ending: bool) -> dict | None:
-    """The paused configuration to continue, highest rung first, or None. Ending (no new
-    configuration may start): the quota rounds up, so the best of each rung still reaches the end."""
-    for k in reversed(range(len(rungs) - 1)):
-        reached = [c for c in configs if c["rung"] >= k]
-        quota = (math.ceil if ending else math.floor)(len(reached) / ETA)
-        for c in sorted(reached, key=lambda c: c["at"][k])[:quota]:
-            if c["rung"] == k:
-                return c
-    return None
+class Config(dict):
+    """A replayed configuration; asha.promotion reads its rung, at and paused as attributes."""
+    __getattr__ = dict.__getitem__
+
+
+def rungs_for(land: Landscape) -> list[int]:
+    steps = sorted({step for c in land.cells.values() for step in c.curve}) or [1]
+    return rungs_of(steps, steps[0], ETA)
 
 
 def train_to(study, c: dict, rungs: list[int], spent: int, trial=None) -> int:
@@ -255,7 +243,7 @@ def train_to(study, c: dict, rungs: list[int], spent: int, trial=None) -> int:
             system_attrs={"fixed_params": c["params"]}))
         c["number"] = len(study.trials) - 1
     if done:
-        c.update(pruned=False, done_at=spent)
+        c.update(pruned=False, paused=False, done_at=spent)
     return spent
 
 
@@ -270,10 +258,10 @@ def replay_asha(job: tuple) -> dict:
         warnings.simplefilter("ignore")
         study = optuna.create_study(sampler=build_sampler(s))
     rng = random.Random(f"{land.name} {seed}")
-    rungs = rungs_of(sorted({step for c in land.cells.values() for step in c.curve}) or [1])
+    rungs = rungs_for(land)
     configs, spent = [], 0
     while True:
-        c = promotion(configs, rungs, ending=len(configs) >= budget)
+        c = promotion(configs, len(rungs), ETA, ending=len(configs) >= budget)
         if c is not None:
             spent = train_to(study, c, rungs, spent)
             continue
@@ -282,14 +270,14 @@ def replay_asha(job: tuple) -> dict:
         trial = study.ask()
         key = land.nearest(suggest(trial, s.space))
         seen, curve, truth, run = observe(land, key, rng)
-        c = {"truth": truth, "seen": seen, "pruned": True, "steps": 0, "key": key, "run": run, "curve": curve,
-             "at": [], "rung": -1, "done_at": None, "params": trial.params, "distributions": trial.distributions}
+        c = Config(truth=truth, seen=seen, pruned=True, steps=0, key=key, run=run, curve=curve, at=[], rung=-1,
+                   paused=True, done_at=None, params=trial.params, distributions=trial.distributions)
         configs.append(c)
         if curve:
             spent = train_to(study, c, rungs, spent, trial)
         else:  # a missing cell: nothing to train, its value at once
             spent += 1
-            c.update(pruned=False, steps=1, done_at=spent, rung=len(rungs) - 1, at=[seen] * len(rungs))
+            c.update(pruned=False, paused=False, steps=1, done_at=spent, rung=len(rungs) - 1, at=[seen] * len(rungs))
             study.tell(trial, seen)
     return {"job": job, "trials": [{k: v for k, v in c.items() if k not in ("curve", "params", "distributions")}
                                    for c in configs]}

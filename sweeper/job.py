@@ -25,6 +25,7 @@ class Job:
     memory_share: dict | None = None  # {"gpu_fraction": f} or, tests on CPU, {"host_bytes": n}
     threads: int | None = None      # torch threads, on a CPU slot
     prune: bool = True              # False: a re-check run, trained to its end whatever its losses
+    pause_at: int | None = None     # sweep.pruner=asha: stop once this step's checkpoint is saved (a rung)
 
     def write(self) -> Path:
         """Lay the job into its trial folder (stale outputs of an earlier attempt removed); returns job.json."""

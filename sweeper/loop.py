@@ -23,6 +23,9 @@ from sweeper.settings import SweepSettings
 # swallowed it (the sweep ran on to the end).
 LOOP_RUNNING, STOP = threading.Event(), threading.Event()
 from sweeper.recheck import RECHECK_OF, SEED, duplicate_of, is_recheck, pending
+from sweeper.search import asha
+from sweeper.search.asha import PAUSED_AT, continued_from
+from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.slots import Device, Slot
 from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import suggest, to_overrides
@@ -67,6 +70,9 @@ def tell(study, trial, outcome: Outcome) -> None:
             trial.set_user_attr(key, value)
     if outcome.state == "complete":
         study.tell(trial, outcome.value)
+    elif outcome.state == "paused":  # asha: finished for now, its checkpoint kept for a continuation
+        trial.set_user_attr(PAUSED_AT, outcome.steps)
+        study.tell(trial, state=TrialState.PRUNED)
     elif outcome.state == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
@@ -101,6 +107,7 @@ class SweepLoop:
         # False: the search, until n_trials finished; True: the re-check runs queued after it
         # (sweeper/recheck.py), which the search's counts leave out.
         self.recheck = False
+        self.rungs = asha.rungs(s) if s.pruner == "asha" else []
 
     def _free_slots(self) -> list[Slot]:
         free, busy = [], {}
@@ -128,22 +135,63 @@ class SweepLoop:
                    "moment)" if twin is not None else "not needed: the re-check had no run left to start")
         elif is_recheck(frozen):  # a re-check run left queued by an interrupted sweep: it runs, uncounted
             return False
-        elif sum(1 for t in claimed if t.number < trial.number and not is_recheck(t)) < self.s.n_trials:
+        elif continued_from(frozen) is not None:  # asha: uncounted, unless another process continues it already
+            twin = next((t.number for t in claimed if t.number < frozen.number
+                         and continued_from(t) == continued_from(frozen)), None)
+            if twin is None:
+                return False
+            why = f"not needed: trial {twin} continues trial {continued_from(frozen)} already"
+        elif sum(1 for t in claimed if t.number < trial.number and not is_recheck(t)
+                 and continued_from(t) is None) < self.s.n_trials:
             return False
         else:
             why = ("not needed: the study already had sweep.n_trials trials (another sweep process started the last "
                    "one at the same moment)")
         trial.set_user_attr("fail_reason", why)
         self.study.tell(trial, state=TrialState.FAIL)
-        if is_recheck(frozen):
+        if is_recheck(frozen) or continued_from(frozen) is not None:
             return True
         if "fixed_params" in frozen.system_attrs:
             self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=frozen.system_attrs,
                                                            user_attrs=frozen.user_attrs))
         return True
 
+    def _promotable(self, ending: bool):
+        """asha: the paused configuration to continue now, or None (sweeper/search/asha.py)."""
+        if self.s.pruner != "asha" or self.recheck:
+            return None
+        return asha.promotion(asha.chains(self.study.get_trials(deepcopy=False), self.rungs), len(self.rungs),
+                              self.s.asha_eta, ending)
+
+    def _leg(self, trial, frozen) -> tuple[Path | None, int | None, int | None]:
+        """Where a trial starts (a retry's or a continuation's checkpoint), the rung it pauses at
+        (asha; None: to the end) and the trial it continues."""
+        s = self.s
+        history = [trial_dir(s.dir, n) for n in Retry.retry_history(frozen)]
+        continues = continued_from(frozen)
+        before = self.storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, continues)) if continues is not None else None
+        if before is not None:
+            history = [trial_dir(s.dir, continues), *history]
+        resume_from = resume_point(history) if s.checkpoints else None
+        if s.pruner != "asha" or is_recheck(frozen):
+            return resume_from, None, continues
+        if before is not None and resume_from is None:
+            self.view.note(f"trial {trial.number}: the checkpoint of trial {continues} (paused at step "
+                           f"{before.user_attrs.get(PAUSED_AT)}) is missing or unreadable: restarted from step 0")
+        elif before is not None and not frozen.intermediate_values:  # its curve so far, for the models and the pruner
+            for step, value in sorted(before.intermediate_values.items()):
+                if step <= before.user_attrs.get(PAUSED_AT, 0):
+                    trial.report(value, step)
+        done = before.user_attrs.get(PAUSED_AT, 0) if before is not None else 0
+        pause_at = next((r for r in self.rungs if r > done), None)
+        return resume_from, (None if pause_at == self.rungs[-1] else pause_at), continues
+
     def _start(self, slot: Slot, tally: dict) -> None:
         s, study, storage = self.s, self.study, self.storage
+        chain = self._promotable(ending=tally["finished"] >= s.n_trials)
+        if chain is not None:  # asha: continue a paused configuration before starting a new one
+            study.enqueue_trial(chain.latest.params, user_attrs={CONTINUED_FROM: chain.latest.number})
         trial = study.ask()
         # At once: optuna fails only trials whose heartbeat went stale, so a trial left RUNNING
         # without any heartbeat (the sweep killed before its first poll) would never be retried.
@@ -169,9 +217,9 @@ class SweepLoop:
         if slot.device.batch is not None:  # decided by the sweep: a rerun of the trial needs it spelt out
             trial.set_user_attr("batch_overrides", slot.device.batch_overrides())
         frozen = storage.get_trial(trial._trial_id)
-        # A retry of a killed or interrupted trial continues from the newest checkpoint of its series.
-        resume_from = resume_point([trial_dir(s.dir, n) for n in Retry.retry_history(frozen)]) \
-            if s.checkpoints else None
+        # A retry of a killed or interrupted trial continues from the newest checkpoint of its series,
+        # an asha continuation from the checkpoint its paused trial kept.
+        resume_from, pause_at, continues = self._leg(trial, frozen)
         # Always set: a retry inherits its predecessor's, which may have resumed from elsewhere.
         trial.set_user_attr("resumed_from", None if resume_from is None else str(resume_from))
         trial.set_user_attr("device", slot.label)
@@ -180,7 +228,7 @@ class SweepLoop:
         trial.set_user_attr("launched_as", trial.number)
         retry_of = Retry.retried_trial_number(frozen)
         retry_of = frozen.user_attrs.get("retry_of") if retry_of is None else retry_of  # after out of memory
-        self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label, recheck)
+        self.view.start(trial.number, values, tally, retry_of, resume_from, slot.label, recheck, continues)
         # Keep a spare while more trials may follow than are running now (the re-check's after the search's).
         keep_spare = self._waiting_rechecks() > 0 if self.recheck else \
             tally["finished"] + tally["running"] + 1 < s.n_trials or s.recheck_seeds > 0
@@ -188,7 +236,8 @@ class SweepLoop:
                                     "recheck" if recheck else "trial") + slot.device.batch_overrides()
         shown = {**values, RECHECK_OF: recheck[0], SEED: recheck[1]} if recheck else values  # its W&B config
         job = Job(folder, s.public_overrides, overrides, shown, trial_id=trial._trial_id,
-                  memory_share=memory_share(s, slot.device), threads=slot.device.threads, prune=recheck is None)
+                  memory_share=memory_share(s, slot.device), threads=slot.device.threads, prune=recheck is None,
+                  pause_at=pause_at)
         handle = self.executor.submit(job, slot, self.trials_storage, keep_spare)
         self.running[(slot.device.name, slot.index)] = Running(trial, handle, slot, folder, time.monotonic(),
                                                                slot.device.slots)
@@ -219,8 +268,10 @@ class SweepLoop:
         again = outcome.reason.startswith(KILLED) and len(Retry.retry_history(frozen)) < self.s.max_failures
         if again:
             Retry(max_retry=self.s.max_failures, inherit_intermediate_values=True)(self.study, frozen)
-        else:
-            remove_checkpoints([r.trial_dir, *(trial_dir(self.s.dir, n) for n in Retry.retry_history(frozen))])
+        else:  # a paused trial keeps its own, for its continuation; the trial it continued needs its no more
+            before = [] if continued_from(frozen) is None else [trial_dir(self.s.dir, continued_from(frozen))]
+            remove_checkpoints([*before, *(trial_dir(self.s.dir, n) for n in Retry.retry_history(frozen)),
+                                *([] if outcome.state == "paused" else [r.trial_dir])])
         self.view.end(r.number, outcome.state, outcome.value, outcome.steps, time.monotonic() - r.started,
                       counts(self.study, self.recheck), outcome.reason)
         if outcome.reason.startswith(OUT_OF_MEMORY):
@@ -258,12 +309,20 @@ class SweepLoop:
             return False
         if self.recheck:
             return pending(self.study.get_trials(deepcopy=False), self.s) == 0
+        if self.s.pruner == "asha" and c["finished"] >= self.s.n_trials:  # and nothing left to continue
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+            return self._promotable(ending=True) is None and not any(continued_from(t) is not None for t in trials)
         return c["finished"] >= self.s.n_trials
 
     def _room(self, c: dict) -> bool:
         """Whether a free slot should start a trial now."""
         if self.recheck:
             return self._waiting_rechecks() > 0
+        if self._promotable(ending=c["finished"] >= self.s.n_trials) is not None:
+            return True
+        if self.s.pruner == "asha" and any(continued_from(t) is not None for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING,))):  # queued behind a retry, say
+            return True
         return c["finished"] + c["running"] < self.s.n_trials  # else the rest is running (maybe elsewhere)
 
     def _run(self) -> int:

@@ -19,13 +19,13 @@ def search_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def baseline_of(trials: list[FrozenTrial], s) -> FrozenTrial | None:
-    """The first sweep.enqueue entry's complete trial: the recipe every configuration is compared with."""
-    if not s.enqueue:
+    """The first sweep.enqueue entry's complete trial: the recipe every configuration is compared
+    with (its values' first complete trial: under sweep.pruner=asha, the continuation that finished it)."""
+    ordered = sorted(search_trials(trials), key=lambda t: t.number)
+    first = next((t for t in ordered if s.enqueue and t.system_attrs.get("fixed_params") == s.enqueue[0]), None)
+    if first is None:
         return None
-    for t in sorted(search_trials(trials), key=lambda t: t.number):
-        if t.state == TrialState.COMPLETE and t.system_attrs.get("fixed_params") == s.enqueue[0]:
-            return t
-    return None
+    return next((t for t in ordered if t.state == TrialState.COMPLETE and t.params == first.params), None)
 
 
 def configurations(trials: list[FrozenTrial], s) -> list[FrozenTrial]:

@@ -69,6 +69,8 @@ class SweepSettings:
     enqueue: list[dict]
     recheck_top: int              # the best configurations trained again on more seeds before crowning
     recheck_seeds: int            # more seeds each of them and the baseline gets (0: no re-check)
+    asha_min_step: int | None     # sweep.pruner=asha: the first rung (None: train.eval_steps)
+    asha_eta: int                 # the share of a rung that goes on: 1/eta
     space: list[Param]
     trial: TrialSettings          # the trial job before the space's values are applied
     overrides: list[str]          # the user's Hydra overrides, handed to every trial process
@@ -106,7 +108,8 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 SWEEP_KEYS = ("study_name", "output_root", "dir", "storage", "objective", "n_trials", "sampler", "pruner",
               "startup_trials", "seed", "max_failures", "heartbeat_interval", "grace_period", "checkpoints",
               "stall_timeout", "trial_timeout", "devices", "trials_per_device", "debug_device_memory_mb",
-              "dashboard_port", "enqueue", "recheck_top", "recheck_seeds", "quiet", "final_report", "launcher", "slurm")
+              "dashboard_port", "enqueue", "recheck_top", "recheck_seeds",
+              "asha_min_step", "asha_eta", "quiet", "final_report", "launcher", "slurm")
 
 
 def _known(raw: dict, known: tuple, section: str) -> None:
@@ -239,7 +242,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     if raw["launcher"] == "slurm" and storage.startswith("sqlite"):
         raise ConfigError("sweep.storage", hide_password(storage), "sweep.launcher=slurm needs a database server "
                           "every node reaches, e.g. postgresql://user@host/db (SQLite is a file on one machine)")
-    return SweepSettings(
+    s = SweepSettings(
         study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
         pruner=raw["pruner"], startup_trials=startup, seed=_seed(raw.get("seed")),
         max_failures=_int(raw, "max_failures", 1), heartbeat_interval=heartbeat, grace_period=grace,
@@ -250,8 +253,14 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], quiet=raw["quiet"],
         launcher=raw["launcher"],
         slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue,
-        recheck_top=_int(raw, "recheck_top", 1), recheck_seeds=_int(raw, "recheck_seeds", 0), space=space, trial=trial,
+        recheck_top=_int(raw, "recheck_top", 1), recheck_seeds=_int(raw, "recheck_seeds", 0),
+        asha_min_step=_optional_int(raw, "asha_min_step", 1), asha_eta=_int(raw, "asha_eta", 2), space=space, trial=trial,
         overrides=list(overrides), candidates=candidates,
         fingerprint={**fingerprint(raw_space, trial, space),
                      # mixing objectives in one study would rank unlike values; eval_loss studies predate the key
                      **({"sweep.objective": objective} if objective != "eval_loss" else {})})
+    if s.pruner == "asha":
+        from sweeper.search.asha import check
+
+        check(s)
+    return s

@@ -181,11 +181,15 @@ def storage_problem(e: BaseException, s: SweepSettings) -> str | None:
 
 
 def counts(study: optuna.Study, recheck: bool = False) -> dict:
-    """The search's trials by state (what sweep.n_trials counts), or with recheck=True the re-check's."""
+    """The search's trials by state (what sweep.n_trials counts: asha's continuations left out), or
+    with recheck=True the re-check's."""
     from sweeper.recheck import is_recheck
+    from sweeper.search.sampler import CONTINUED_FROM
 
-    trials = [t for t in study.get_trials(deepcopy=False) if is_recheck(t) == recheck]
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if is_recheck(t) == recheck and CONTINUED_FROM not in t.user_attrs]
     by_state = {state: sum(t.state == state for t in trials) for state in TrialState}
-    return {"complete": by_state[TrialState.COMPLETE], "pruned": by_state[TrialState.PRUNED],
+    paused = sum(t.state == TrialState.PRUNED and "paused_at" in t.user_attrs for t in trials)  # asha's
+    return {"complete": by_state[TrialState.COMPLETE], "pruned": by_state[TrialState.PRUNED] - paused, "paused": paused,
             "failed": by_state[TrialState.FAIL], "running": by_state[TrialState.RUNNING],
             "finished": by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]}

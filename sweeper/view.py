@@ -51,9 +51,12 @@ class LiveView:
         self.stream.flush()
 
     def start(self, number: int, values: dict, tally: dict, retry_of: int | None = None,
-              resume_from: Path | None = None, slot: str = "cpu", recheck: tuple[int, int] | None = None) -> None:
-        """recheck: (the trial whose values it repeats, the seed) for a re-check run."""
+              resume_from: Path | None = None, slot: str = "cpu", recheck: tuple[int, int] | None = None,
+              continues: int | None = None) -> None:
+        """recheck: (the trial whose values it repeats, the seed) for a re-check run; continues: the
+        paused trial an asha continuation goes on from."""
         again = f" (re-check of trial {recheck[0]}, seed {recheck[1]})" if recheck is not None else ""
+        again += f" (continues trial {continues})" if continues is not None else ""
         again += f" (retry of trial {retry_of})" if retry_of is not None else ""
         if resume_from is not None:
             again += f", resuming from {resume_from.name}"
@@ -86,7 +89,8 @@ class LiveView:
     def tally(self, c: dict) -> str:
         to_go = max(0, self.n_trials - c["finished"])
         running = f" · running {c['running']}" if c.get("running") else ""
-        return f"done {c['complete']} · pruned {c['pruned']} · failed {c['failed']}{running} · to go {to_go}"
+        paused = f" · paused {c['paused']}" if c.get("paused") else ""
+        return f"done {c['complete']} · pruned {c['pruned']}{paused} · failed {c['failed']}{running} · to go {to_go}"
 
     def note(self, text: str) -> None:
         self._print(text)

@@ -57,10 +57,14 @@ class Progress:
             tmp.replace(self.path)
 
 
-def trial_callback(trial, progress: Progress, meter=None):
+class Paused(Exception):
+    """sweep.pruner=asha: the trial reached its rung and its checkpoint there is saved."""
+
+
+def trial_callback(trial, progress: Progress, meter=None, pause_at: int | None = None):
     """Reports each eval loss to the study and stops training when the pruner says so, or when
-    the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values).
-    trial=None (a memory probe): progress only."""
+    the loss is NaN/inf (pruned rather than failed, so TPE learns to avoid those values); with
+    pause_at, stops once that step's checkpoint is saved. trial=None (a memory probe): progress only."""
     import optuna
     from transformers import TrainerCallback
 
@@ -81,6 +85,19 @@ def trial_callback(trial, progress: Progress, meter=None):
 
         def on_prediction_step(self, args, state, control, **kwargs):
             progress.tick()
+
+        def on_save(self, args, state, control, **kwargs):
+            if pause_at is not None and state.global_step >= pause_at:
+                import wandb
+
+                if wandb.run is not None:
+                    from trainers.tracking import wandb_names
+
+                    cost = meter.summary() if meter is not None else {}
+                    wandb.run.summary.update(wandb_names({"state": "paused", "paused_at_step": state.global_step,
+                                                          "eval_loss": self.eval_loss, **cost}))
+                raise Paused(f"paused at step {state.global_step} (eval_loss {self.eval_loss:.4f}), its checkpoint "
+                             "kept for a continuation")
 
         def on_train_end(self, args, state, control, **kwargs):
             progress.update(force=True, phase="saving")
@@ -219,7 +236,7 @@ def run_job(job: Job, storage_url: str) -> dict:
     from trainers.cost import cost_meter
 
     meter = cost_meter()
-    callback = trial_callback(trial, progress, meter)
+    callback = trial_callback(trial, progress, meter, job.pause_at)
     # As this process sees it: the device the sweep gave its slot.
     facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
@@ -233,6 +250,9 @@ def run_job(job: Job, storage_url: str) -> dict:
     except optuna.TrialPruned as e:
         print(e, flush=True)
         result = {"state": "pruned", "value": callback.eval_loss, "steps": callback.step}
+    except Paused as e:
+        print(e, flush=True)
+        result = {"state": "paused", "value": callback.eval_loss, "steps": callback.step}
     except Exception as e:  # out of memory or a full disk is said as such; anything else: a crash
         reason = out_of_memory(e) or disk_problem(e)
         if reason is None:

@@ -154,14 +154,18 @@ def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps()
     sys.path.insert(0, str(ROOT / "bench"))
     import search
 
-    assert search.rungs_of([10, 20, 30, 40]) == [10, 30, 40]
-    assert search.rungs_of(list(range(4, 53, 4))) == [4, 12, 36, 52]
-    assert search.rungs_of([20]) == [20]
-    paused = [{"rung": 0, "at": [v]} for v in (0.9, 0.5, 0.7, 0.8)]
-    assert search.promotion(paused, [10, 30, 40], ending=False) is paused[1]  # 4 // 3 = 1: the best
+    from sweeper.search.asha import promotion, rungs_of
+
+    assert rungs_of([10, 20, 30, 40], 10, 3) == [10, 30, 40]
+    assert rungs_of(list(range(4, 53, 4)), 4, 3) == [4, 12, 36, 52]
+    assert rungs_of([20], 20, 3) == [20] and rungs_of([10, 20, 30, 40], 20, 2) == [20, 40]
+    paused = [search.Config(rung=0, at=[v], paused=True) for v in (0.9, 0.5, 0.7, 0.8)]
+    assert promotion(paused, 3, 3, ending=False) is paused[1]  # 4 // 3 = 1: the best
     paused[1].update(rung=1, at=[0.5, 0.4])
-    assert search.promotion(paused, [10, 30, 40], ending=False) is None  # 1 // 3 at rung 1; rung 0's best is gone
-    assert search.promotion(paused, [10, 30, 40], ending=True) is paused[1]  # ending: the best goes on to the end
+    assert promotion(paused, 3, 3, ending=False) is None  # 1 // 3 at rung 1; rung 0's best is gone
+    assert promotion(paused, 3, 3, ending=True) is paused[1]  # ending: the best goes on to the end
+    paused[1]["paused"] = False  # running on: not to be continued twice
+    assert promotion(paused, 3, 3, ending=True) is paused[2]  # ending: rung 0's quota is ceil(4 / 3) = 2
 
     path = ROOT / "bench" / "landscapes" / "demo-prices.json"
     out = search.replay_asha((str(path), search.ASHA, (), 6, 0))["trials"]

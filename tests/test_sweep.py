@@ -313,6 +313,51 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(sweep_args, tmp_path):
     assert retry.intermediate_values == uninterrupted.intermediate_values  # 10 and 20 inherited, 30 and 40 its own
 
 
+def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill(sweep_args, tmp_path):
+    """sweep.pruner=asha, rungs at 10 and 30: three configurations pause at step 10 (their checkpoints
+    kept, their processes gone); the best is continued from its checkpoint, not from step 0. kill -9
+    the sweep while that continuation trains (checkpoint-20 written): the rerun retries it from
+    step 21, and it ends with exactly the eval losses of one uninterrupted run of its values."""
+    args = sweep_args + ["sweep.pruner=asha", "sweep.n_trials=3", "train.max_steps=30", "train.eval_steps=10",
+                         "tracking.mode=disabled", "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    trials_dir = tmp_path / "sweep" / "trials"
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (trials_dir / "3" / "checkpoint-20").exists(), timeout=400, every=0.02)
+    worker = worker_of(proc.pid, trials_dir / "3")
+    os.kill(worker, signal.SIGSTOP)  # frozen before its last step
+    os.kill(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert "asha: each configuration pauses at steps 10 and the best 1/3 at each go on" in out, out[-3000:]
+    assert "trial 0 paused eval_loss" in out and "(continues trial " in out, out[-3000:]
+
+    resumed = sweep(args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    study = load(url)
+    paused, killed, retry = study.trials[:3], study.trials[3], study.trials[4]
+    assert [t.state for t in paused] == [TrialState.PRUNED] * 3 and all(t.user_attrs["paused_at"] == 10 for t in paused)
+    best = min(paused, key=lambda t: t.intermediate_values[10])  # the top third of three at rung 10
+    assert killed.state == TrialState.FAIL and killed.user_attrs["continued_from"] == best.number
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["continued_from"] == best.number
+    assert retry.user_attrs["resumed_from_step"] == 20 and retry.user_attrs["first_step"] == 21  # no step twice
+    assert len(study.trials) == 5 and counts(study)["finished"] == 3 and counts(study)["paused"] == 3
+    assert not list((trials_dir / str(best.number)).glob("checkpoint-*")) and not list(trials_dir.glob("[34]/checkpoint-*"))
+    assert all(list((trials_dir / str(t.number)).glob("checkpoint-10")) for t in paused if t is not best)
+    board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    assert f"{best.number:>5}  promoted" in board and f"(continues trial {best.number})" in board
+
+    values = {**best.params, "lora_alpha": best.user_attrs["lora_alpha"]}
+    clean = [a for a in args if not a.startswith(("sweep.dir=", "sweep.storage=", "sweep.pruner=", "sweep.n_trials="))]
+    reference = sweep(clean + [f"sweep.dir={tmp_path / 'ref'}", f"sweep.storage=sqlite:///{tmp_path / 'ref.db'}",
+                               "sweep.pruner=none", "sweep.n_trials=1", "sweep.enqueue=[{" + ", ".join(f"{k}: {v!r}" for k, v in values.items()) + "}]"])
+    assert reference.returncode == 0, reference.stdout[-3000:]
+    (uninterrupted,) = load(f"sqlite:///{tmp_path / 'ref.db'}").trials
+    assert uninterrupted.params == retry.params
+    assert retry.intermediate_values == uninterrupted.intermediate_values  # 10 its paused trial's, 20 its own
+    assert retry.value == uninterrupted.value  # exactly: CPU training is deterministic, pause and resume included
+
+
 def test_a_trial_killed_from_outside_runs_again_from_its_checkpoint(sweep_args, tmp_path):
     """kill -9 of the trial process (an operator, a scheduler; not the sweep, not for memory): the
     baseline trial fails as killed, not as out of memory, and its values run again in the same

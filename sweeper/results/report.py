@@ -8,10 +8,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.results.files import left_out, write_report
 from sweeper.recheck import RECHECK_OF, SEED, is_recheck, search_trials
+from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.results.model_card import model_card
 from sweeper.results.seeds import lines as seeds_lines
 from sweeper.results.seeds import crowned
-from sweeper.results.trials import MIN_POINTS, ORDER, common_step_study, eval_loss, rank_value, rows, trial_values
+from sweeper.results.trials import MIN_POINTS, ORDER, continued, state_name, common_step_study, eval_loss, rank_value, rows, trial_values
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
 from trainers.tracking import resolve_mode
@@ -24,6 +25,7 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
     header = (f"{'trial':>5}  {'state':<8}  {'eval_loss':>9}  " + (f"{s.objective:>10}  " if task else "") +
               f"{'steps':>5}  {'time':>6}  {'train':>6}  {'tok/s':>7}  {'peak GiB':>8}  values")
     lines = [header, "-" * len(header)]
+    promoted = continued(trials)
     for t in rows:
         loss = eval_loss(t)
         seconds = t.user_attrs.get("wall_s", t.duration.total_seconds() if t.duration else 0)
@@ -32,8 +34,10 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
         why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
         if is_recheck(t):
             why = f"  (re-check of trial {t.user_attrs[RECHECK_OF]}, seed {t.user_attrs[SEED]}){why}"
+        if CONTINUED_FROM in t.user_attrs:
+            why = f"  (continues trial {t.user_attrs[CONTINUED_FROM]}){why}"
         objective = (f"{t.value if t.state == TrialState.COMPLETE else float('nan'):>10.4f}  " if task else "")
-        lines.append(f"{t.number:>5}  {t.state.name.lower():<8}  {loss if loss is not None else float('nan'):>9.4f}  "
+        lines.append(f"{t.number:>5}  {state_name(t, promoted):<8}  {loss if loss is not None else float('nan'):>9.4f}  "
                      f"{objective}{t.user_attrs.get('steps', 0):>5}  {seconds:>5.0f}s  {cost}  {format_values(trial_values(t, s))}{why}")
     return "\n".join(lines)
 
@@ -46,7 +50,9 @@ def cost_totals(trials: list[FrozenTrial]) -> list[str]:
         return []
     a = [t.user_attrs for t in measured]
     run = sum(x["stopped_at_step"] - x.get("resumed_from_step", 0) for x in a)
-    saved = sum(x["max_steps"] - x["stopped_at_step"] for t, x in zip(measured, a) if t.state == TrialState.PRUNED)
+    promoted = continued(trials)  # paused, then continued: their steps were not saved but spent later
+    saved = sum(x["max_steps"] - x["stopped_at_step"] for t, x in zip(measured, a)
+                if t.state == TrialState.PRUNED and t.number not in promoted)
     share = saved / (run + saved) if run + saved else 0.0
     memory = max(x.get("peak_memory_gib", 0) for x in a)
     return [f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "

@@ -4,6 +4,7 @@ finished trial's eval loss at one common step (losses at one step compare; the s
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.recheck import RECHECK_OF, SEED, search_trials
+from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.settings import SweepSettings
 
 ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
@@ -35,11 +36,26 @@ def rank_value(t: FrozenTrial) -> float:
     return value if value is not None else float("inf")
 
 
+def continued(trials: list[FrozenTrial]) -> set[int]:
+    """The paused trials (sweep.pruner=asha) another trial continued."""
+    return {t.user_attrs[CONTINUED_FROM] for t in trials if CONTINUED_FROM in t.user_attrs}
+
+
+def state_name(t: FrozenTrial, promoted: set[int]) -> str:
+    """complete, pruned, failed; under asha a pruned trial that stopped at a rung is paused, or
+    promoted once another trial continued it."""
+    if t.state == TrialState.PRUNED and "paused_at" in t.user_attrs:
+        return "promoted" if t.number in promoted else "paused"
+    return t.state.name.lower()
+
+
 def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
     ranked = sorted((t for t in trials if t.state in ORDER), key=lambda t: (ORDER[t.state], rank_value(t)))
-    return [{"trial": t.number, "state": t.state.name.lower(), "eval_loss": eval_loss(t),
+    promoted = continued(trials)
+    return [{"trial": t.number, "state": state_name(t, promoted), "eval_loss": eval_loss(t),
              "steps": t.user_attrs.get("steps"), **{k: t.user_attrs.get(k) for k in COLUMNS[4:]},
              **trial_values(t, s), "recheck_of": t.user_attrs.get(RECHECK_OF), "seed": t.user_attrs.get(SEED),
+             "continued_from": t.user_attrs.get(CONTINUED_FROM),
              # a retry inherits its predecessor's attributes, fail_reason included: only a failure has one
              "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""} for t in ranked]
 

@@ -11,7 +11,7 @@ from sweeper.search.space import grid
 # auto: chosen per budget by bench-search; tpe / gp: the start design, then that model; qmc:
 # Optuna's scrambled Sobol sequence; random; grid: every point of a discrete space.
 SAMPLERS = ("auto", "tpe", "gp", "qmc", "random", "grid")
-PRUNERS = ("percentile", "median", "hyperband", "none")
+PRUNERS = ("percentile", "median", "hyperband", "asha", "none")
 PERCENTILE = 75.0
 
 
@@ -77,7 +77,7 @@ def build_pruner(s):
         max_steps = s.trial.train.max_steps
         return optuna.pruners.HyperbandPruner(min_resource=s.trial.train.eval_steps,
                                               max_resource=max_steps if max_steps > 0 else "auto")
-    return optuna.pruners.NopPruner()
+    return optuna.pruners.NopPruner()  # none; asha pauses trials at its rungs itself (sweeper/search/asha.py)
 
 
 def _prior_text(p) -> str:
@@ -101,4 +101,9 @@ def describe(s) -> str:
                 + (f" by the priors ({'; '.join(priors)})" if priors else "")
                 + (f", then {model}" if n < s.n_trials else ""))
     pruner = "no pruning" if s.pruner == "none" else f"the {s.pruner} pruner"
+    if s.pruner == "asha":
+        from sweeper.search.asha import rungs
+
+        pruner = (f"asha: each configuration pauses at steps {', '.join(map(str, rungs(s)[:-1]))} and the best "
+                  f"1/{s.asha_eta} at each go on from their checkpoints to {rungs(s)[-1]}")
     return f"search ({s.sampler}): {what}; {pruner}"
