@@ -95,10 +95,20 @@ def trial_dir(sweep_dir: Path, number: int) -> Path:
     return sweep_dir / "trials" / str(number)
 
 
+def readable(checkpoint: Path) -> bool:
+    """Whole as far as can be told without loading it: its trainer state parses and its adapter
+    weights are there (trainer_state.json is written last, and trainers.sft renames a checkpoint
+    into place only once it is whole; a disk or a hand may still damage it later)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(w.stat().st_size > 0 for w in checkpoint.glob("*.safetensors"))
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete Trainer checkpoint in a trial folder (trainer_state.json is written last,
-    and trainers.sft renames a checkpoint into place only once it is whole)."""
-    done = [c for c in folder.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
+    """The newest readable Trainer checkpoint in a trial folder."""
+    done = [c for c in folder.glob("checkpoint-*") if c.name.rsplit("-", 1)[1].isdigit() and readable(c)]
     return max(done, key=lambda c: int(c.name.rsplit("-", 1)[1]), default=None)
 
 

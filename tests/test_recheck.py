@@ -126,16 +126,3 @@ def test_the_models_ask_past_the_rechecks(s, model):
     values = suggest(trial, settings.space)
     assert "recheck_of" not in trial.user_attrs and values["lora_r"] in (8, 16, 32)
 
-
-def test_a_paused_trial_another_continued_is_seen_once(s):
-    """Promotion with continuation (bench/search.py's replay): the sampler's models see the
-    continuation, at its latest eval, not the paused trial it superseded."""
-    study = searched(s, [2.0, 1.5])
-    paused = study.trials[1]
-    study.add_trial(create_trial(params={**paused.params, "lora_dropout": 0.2}, distributions=DISTRIBUTIONS,
-                                 state=TrialState.PRUNED, intermediate_values={10: 2.5}))
-    study.add_trial(create_trial(params={**paused.params, "lora_dropout": 0.2}, distributions=DISTRIBUTIONS,
-                                 value=1.4, intermediate_values={10: 2.5, 30: 1.6, 40: 1.4},
-                                 user_attrs={"continued_from": 2}))
-    seen = SearchView(study, pruned_as_complete=True)._get_trials()
-    assert [t.number for t in seen] == [0, 1, 3] and seen[-1].value == 1.4

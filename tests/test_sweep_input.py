@@ -62,6 +62,20 @@ def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, 
     assert not (tmp_path / "study.db").exists(), "refused before the storage was touched"
 
 
+@pytest.mark.parametrize("overrides,key,says", [
+    (["sweep.asha_min_step=15"], "sweep.asha_min_step", "a rung must be an eval step"),   # eval_steps=10
+    (["sweep.asha_min_step=20", "train.max_steps=20"], "sweep.asha_min_step", "fewer than two rungs"),
+    (["train.max_steps=10"], "sweep.asha_min_step", "fewer than two rungs"),            # the first rung is the end
+    (["sweep.checkpoints=false"], "sweep.checkpoints", "continues paused trials from their checkpoints"),
+    (["train.max_steps=-1"], "train.max_steps", "not epochs"),
+    (["sweep.asha_eta=1"], "sweep.asha_eta", ">= 2"),
+])
+def test_asha_rungs_that_make_no_sense_are_refused(overrides, key, says, sweep_args, tmp_path, capsys):
+    line = refused(sweep_args + ["model.build=null", "sweep.pruner=asha", *overrides], capsys)
+    assert line.startswith(f"error: {key}=") and says in line, line
+    assert not (tmp_path / "study.db").exists(), "refused before the storage was touched"
+
+
 def test_grid_needs_discrete_values(sweep_args, capsys):
     assert refused(sweep_args + ["sweep.sampler=grid"], capsys).startswith("error: search.lora_dropout.step=")
 
