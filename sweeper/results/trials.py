@@ -66,8 +66,11 @@ def common_step_study(study):
 
     import optuna
 
-    # Not the re-check's runs: the same values again would weigh them twice.
-    trials = [t for t in search_trials(study.get_trials(deepcopy=False, states=FINISHED)) if t.intermediate_values]
+    # Not the re-check's runs, nor a paused trial another continued (asha): the same values again
+    # would weigh them twice.
+    finished = search_trials(study.get_trials(deepcopy=False, states=FINISHED))
+    promoted = continued(finished)
+    trials = [t for t in finished if t.intermediate_values and t.number not in promoted]
     reached = Counter(step for t in trials for step in t.intermediate_values)
     steps = [step for step, n in reached.items() if n >= MIN_POINTS]
     if not steps:
