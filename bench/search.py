@@ -214,7 +214,9 @@ class Config(dict):
 
 
 def rungs_for(land: Landscape) -> list[int]:
-    steps = sorted({step for c in land.cells.values() for step in c.curve}) or [1]
+    """Rungs on the steps the landscape's curves (its cells' or their seed runs') were evaluated at."""
+    steps = sorted({step for c in land.cells.values() for curve in [c.curve, *(r["curve"] for r in c.runs or [])]
+                    for step in curve}) or [1]
     return rungs_of(steps, steps[0], ETA)
 
 
@@ -226,7 +228,7 @@ def train_to(study, c: dict, rungs: list[int], spent: int, trial=None) -> int:
     c["rung"] += 1
     stop = rungs[c["rung"]]
     curve = {step: v for step, v in c["curve"].items() if step <= stop}
-    c["at"].append(curve[max(curve)])
+    c["at"].append(curve[max(curve)] if curve else c["seen"])  # a curve that starts later: its value so far
     c["steps"] += stop - start
     spent += stop - start
     done = c["rung"] == len(rungs) - 1
@@ -273,9 +275,9 @@ def replay_asha(job: tuple) -> dict:
         c = Config(truth=truth, seen=seen, pruned=True, steps=0, key=key, run=run, curve=curve, at=[], rung=-1,
                    paused=True, done_at=None, params=trial.params, distributions=trial.distributions)
         configs.append(c)
-        if curve:
+        if curve and len(rungs) > 1:
             spent = train_to(study, c, rungs, spent, trial)
-        else:  # a missing cell: nothing to train, its value at once
+        else:  # a missing cell, or no curves to pause on: nothing to continue, its value at once
             spent += 1
             c.update(pruned=False, paused=False, steps=1, done_at=spent, rung=len(rungs) - 1, at=[seen] * len(rungs))
             study.tell(trial, seen)
@@ -422,7 +424,7 @@ def asha_line(land: Landscape, runs: dict, seeds: int) -> str | None:
     """ASHA with continuation against the default on one landscape with curves: the training it
     spends per budget as a share of the default's, and the steps until a near-best configuration
     finished (median over seeds; issue 22 asks for fewer)."""
-    if ASHA not in STRATEGIES or not any(c.curve for c in land.cells.values()):
+    if ASHA not in STRATEGIES or len(rungs_for(land)) < 2:
         return None
     spend = []
     for n in BUDGETS:
