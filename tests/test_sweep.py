@@ -346,6 +346,9 @@ def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill
     assert all(list((trials_dir / str(t.number)).glob("checkpoint-10")) for t in paused if t is not best)
     board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
     assert f"{best.number:>5}  promoted" in board and f"(continues trial {best.number})" in board
+    # Never trained: the two configurations left at step 10, 20 steps each. Recorded as trained: 10 by each
+    # paused trial and 10 by the retry (the killed continuation's steps 11-20 died with it, unrecorded).
+    assert "pausing at rungs (asha) saved 40 steps (50% of running every configuration to its end)" in board
 
     values = {**best.params, "lora_alpha": best.user_attrs["lora_alpha"]}
     clean = [a for a in args if not a.startswith(("sweep.dir=", "sweep.storage=", "sweep.pruner=", "sweep.n_trials="))]

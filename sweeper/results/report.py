@@ -54,12 +54,14 @@ def cost_totals(trials: list[FrozenTrial]) -> list[str]:
     saved = sum(x["max_steps"] - x["stopped_at_step"] for t, x in zip(measured, a)
                 if t.state == TrialState.PRUNED and t.number not in promoted)
     share = saved / (run + saved) if run + saved else 0.0
+    paused = any("paused_at" in x for x in a)
+    cut = "pausing at rungs (asha)" if paused else "pruning"
     memory = max(x.get("peak_memory_gib", 0) for x in a)
     return [f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
             f"{sum(x['train_s'] for x in a):.0f} s training, {run} training steps, "
             f"{sum(x['train_tokens'] for x in a):,} tokens; peak memory {memory:.2f} GiB "
-            f"({a[0].get('peak_memory_of', '?')}); pruning saved {saved} steps ({share:.0%} of running every "
-            f"trial to its end)", *recheck_cost(trials, run, sum(x.get('wall_s', 0) for x in a))]
+            f"({a[0].get('peak_memory_of', '?')}); {cut} saved {saved} steps ({share:.0%} of running every "
+            f"{'configuration' if paused else 'trial'} to its end)", *recheck_cost(trials, run, sum(x.get('wall_s', 0) for x in a))]
 
 
 def recheck_cost(trials: list[FrozenTrial], search_steps: int, search_s: float) -> list[str]:
