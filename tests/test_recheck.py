@@ -44,6 +44,16 @@ def rechecked(study, number: int, seed: int, value: float | None) -> None:
                                  user_attrs={"recheck_of": number, "seed": seed}))
 
 
+def three_rechecked(s, values_by_seed) -> optuna.Study:
+    """The baseline (2.0), trials 1 (1.5) and 2 (1.8), each re-checked on seeds 43 and 44 with the
+    (baseline, trial 1, trial 2) values given per seed."""
+    study = searched(s, [2.0, 1.5, 1.8])
+    for seed, values in zip((43, 44), values_by_seed):
+        for number, value in enumerate(values):
+            rechecked(study, number, seed, value)
+    return study
+
+
 def test_the_top_and_the_baseline_are_queued_once_and_counted_apart(s):
     study = searched(s, [2.0, 1.5, None, 1.8, 1.9])
     assert planned(study.trials, s) == [(1, 43), (1, 44), (3, 43), (3, 44), (0, 43), (0, 44)]
@@ -66,11 +76,7 @@ def test_the_baseline_among_the_top_is_rechecked_once(s):
 
 
 def test_a_consistent_gain_beats_the_baseline(s):
-    study = searched(s, [2.0, 1.5, 1.8])
-    for seed, (base, top, second) in zip((43, 44), ((2.1, 1.65, 1.9), (1.95, 1.45, 1.85))):
-        rechecked(study, 0, seed, base)
-        rechecked(study, 1, seed, top)
-        rechecked(study, 2, seed, second)
+    study = three_rechecked(s, ((2.1, 1.65, 1.9), (1.95, 1.45, 1.85)))
     assert pending(study.trials, s) == 0
     v = verdict(study.trials, s)
     assert [c.trial.number for c in v.configurations] == [1, 2, 0]
@@ -86,11 +92,7 @@ def test_a_consistent_gain_beats_the_baseline(s):
 
 def test_a_gain_within_the_seed_noise_is_said_to_be_noise(s):
     """The search's best single run (1.5) was lucky: its other seeds are the baseline's, give or take."""
-    study = searched(s, [2.0, 1.5, 1.8])
-    for seed, (base, top, second) in zip((43, 44), ((1.7, 2.1, 2.3), (2.2, 1.9, 2.4))):
-        rechecked(study, 0, seed, base)
-        rechecked(study, 1, seed, top)
-        rechecked(study, 2, seed, second)
+    study = three_rechecked(s, ((1.7, 2.1, 2.3), (2.2, 1.9, 2.4)))
     v = verdict(study.trials, s)
     assert v.winner.trial.number == 1 and not v.beats_baseline
     assert v.sentence().startswith("no configuration beats the baseline beyond the seed noise (the best mean, trial 1")
