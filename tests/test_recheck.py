@@ -128,3 +128,28 @@ def test_the_models_ask_past_the_rechecks(s, model):
     values = suggest(trial, settings.space)
     assert "recheck_of" not in trial.user_attrs and values["lora_r"] in (8, 16, 32)
 
+
+
+def test_the_pruner_judges_a_trial_against_the_search_not_the_recheck(s):
+    """A study extended after its re-check: the re-check's runs of the top configurations (their
+    low early losses, again) would lower the pruner's bar; it compares with the search's trials."""
+    from sweeper.search.strategy import build_pruner
+
+    def study_with(pruner) -> optuna.Study:
+        study = optuna.create_study(pruner=pruner)
+        for i, loss in enumerate([1.0, 1.1, 1.2, 1.3, 1.4, 1.5]):
+            params = {"lora_r": 8, "lora_dropout": 0.05 + 0.01 * i, "quant_bits": 4, "learning_rate": 1e-3}
+            study.add_trial(create_trial(params=params, distributions=DISTRIBUTIONS, value=loss,
+                                         intermediate_values={10: loss}))
+        for seed in (43, 44):
+            for number in (0, 1, 2):
+                study.add_trial(create_trial(params=study.trials[number].params, distributions=DISTRIBUTIONS,
+                                             value=1.0, intermediate_values={10: 1.0},
+                                             user_attrs={"recheck_of": number, "seed": seed}))
+        trial = study.ask()
+        trial.report(1.3, 10)  # below the search's 75th percentile at step 10, above it with the re-check's
+        return bool(trial.should_prune())
+
+    counted_twice = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=0)
+    assert study_with(counted_twice) is True
+    assert study_with(build_pruner(s)) is False

@@ -5,7 +5,7 @@ import warnings
 
 import optuna
 
-from sweeper.search.sampler import StartThenModel
+from sweeper.search.sampler import SearchView, StartThenModel
 from sweeper.search.space import grid
 
 # auto: chosen per budget by bench-search; tpe / gp: the start design, then that model; qmc:
@@ -63,6 +63,18 @@ def build_sampler(s):
     return StartThenModel(s.space, start_trials(s), model_of(s), s.seed)
 
 
+class SearchPruner(optuna.pruners.BasePruner):
+    """A pruner that compares a trial with the search's trials only (SearchView): the re-check's
+    runs of the top configurations, counted again, would raise the bar for the trials of a study
+    extended after its re-check, as they would for the sampler's models."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner):
+        self.inner = inner
+
+    def prune(self, study, trial) -> bool:
+        return self.inner.prune(SearchView(study, pruned_as_complete=False), trial)
+
+
 def build_pruner(s):
     """The storage keeps no pruner: every process that loads the study must build this again."""
     startup = start_trials(s)
@@ -70,9 +82,9 @@ def build_pruner(s):
         # Cut only a trial in the worst quarter at its step. bench-search (bench/results.md), 20
         # seeds on the default space: the median pruner cut 161 trials that would have ended near
         # the best and missed the target in 2 seeds; this one cut 1 and saved a quarter of the steps.
-        return optuna.pruners.PercentilePruner(PERCENTILE, n_startup_trials=startup, n_warmup_steps=0)
+        return SearchPruner(optuna.pruners.PercentilePruner(PERCENTILE, n_startup_trials=startup, n_warmup_steps=0))
     if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+        return SearchPruner(optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0))
     if s.pruner == "hyperband":
         max_steps = s.trial.train.max_steps
         return optuna.pruners.HyperbandPruner(min_resource=s.trial.train.eval_steps,
