@@ -45,7 +45,7 @@ def test_each_plot_says_what_it_plots_once(study):
     points = history.collections[0].get_offsets()
     assert len(points) == 3 and history.get_ylabel() == "eval_loss"
     assert min(points[:, 1]) == study.best_value  # the leaderboard's best
-    assert titles(figures["history"]) == ["History: eval_loss of the 3 completed trials"]
+    assert titles(figures["history"]) == ["History: eval_loss of the search's 3 completed trials"]
     slices = [ax for ax in figures["slices"].axes if ax.get_xlabel() in ("lora_r", "lora_dropout")]  # not the colorbar
     assert len(slices) == 2 and all(len(ax.collections[0].get_offsets()) == 3 for ax in slices)
     parallel = figures["parallel"].axes[0]
@@ -78,7 +78,8 @@ def test_a_small_study_says_which_plots_it_left_out_and_why(tmp_path):
     small = rank_driven_study(3, seed=1, dropout_effect=1.0, user_attrs=True, complete=1)
     assert set(plots(small)) == {"curves"}
     assert left_out(small) == [
-        "history, parallel, slices: left out: they plot the objective of completed trials, which needs at least 2; "
+        "history, parallel, slices: left out: they plot the objective of the search's completed trials, which needs "
+        "at least 2; "
         "this study has 1 completed trial",
         "importances: left out: fANOVA compares trials at one eval step, which needs at least 5 finished trials "
         "that reached it; this study has 3 finished trials"]
@@ -86,6 +87,22 @@ def test_a_small_study_says_which_plots_it_left_out_and_why(tmp_path):
     page = write_report(small, s, "study text").read_text()
     assert all(html.escape(line) in page for line in left_out(small))
     assert [p.name for p in (tmp_path / "report").glob("*.png")] == ["curves.png"]
+
+
+def test_the_search_plots_leave_the_rechecks_runs_out(study):
+    """The re-check's runs (the top configurations again, on more seeds) are not points of the
+    search: a lucky seed would show as the best so far. The trials keep the leaderboard's numbers."""
+    best = study.best_trial
+    for seed in (43, 44):
+        study.add_trial(optuna.trial.create_trial(params=best.params, distributions=best.distributions,
+                                                  value=best.value - 0.5, intermediate_values={10: 0.1},
+                                                  user_attrs={"recheck_of": best.number, "seed": seed}))
+    figures = {name: figure for name, (figure, _) in plots(study).items()}
+    history = figures["history"].axes[0]
+    points = history.collections[0].get_offsets()
+    assert len(points) == 3 and min(points[:, 1]) == best.value
+    assert best.number in points[:, 0]  # the x axis: the study's own trial numbers
+    assert len(figures["curves"].axes[0].get_lines()) == 10  # every run's curve, the re-check's too
 
 
 def test_a_study_with_enough_trials_leaves_nothing_out(study):

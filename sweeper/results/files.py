@@ -2,8 +2,8 @@
 PNG, and one self-contained index.html with all of it. Written at the end of every sweep and by
 `make report` (`python -m sweeper.results [overrides]`). Each plot says what it plots: the curves
 show every trial's eval losses as it trained, pruned ones visibly cut short; the history, parallel
-coordinates and slices plot the objective of the completed trials, the value the leaderboard ranks
-by (so their best is the leaderboard's best); the importances need pruned trials too, so they use
+coordinates and slices plot the objective of the search's completed trials, the value the
+leaderboard ranks by (the re-check's runs left out: a lucky seed is not a point of the search); the importances need pruned trials too, so they use
 every finished trial's eval loss at the latest step at least 5 of them reached (losses at one step
 compare; the sweep guarantees it), and say so."""
 import base64
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from sweeper.results.trials import FINISHED, MIN_POINTS, common_step_study, rows
+from sweeper.results.trials import FINISHED, MIN_POINTS, common_step_study, rows, search_study
 from sweeper.settings import SweepSettings
 
 OF_COMPLETED = ("history", "parallel", "slices")  # the objective of completed trials
@@ -29,10 +29,10 @@ def left_out(study) -> list[str]:
     """Why each plot the study has too few trials for is missing, in the report's words (a report
     that silently shows fewer plots reads as a bug)."""
     out = []
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = search_study(study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < MIN_COMPLETED:
-        out.append(f"{', '.join(OF_COMPLETED)}: left out: they plot the objective of completed trials, which needs at "
-                   f"least {MIN_COMPLETED}; this study has {_plural(len(complete), 'completed trial')}")
+        out.append(f"{', '.join(OF_COMPLETED)}: left out: they plot the objective of the search's completed trials, "
+                   f"which needs at least {MIN_COMPLETED}; this study has {_plural(len(complete), 'completed trial')}")
     elif not complete[0].params:
         out.append(f"parallel, slices: left out: the trials have no searched parameters")
     step, points = common_step_study(study)
@@ -72,19 +72,21 @@ def plots(study, objective: str = "eval_loss") -> dict:
     _title(curves, "Eval loss of every trial as it trained (pruned trials stop early)")
     out["curves"] = (curves.figure, "Every trial's eval loss as it trained; a pruned trial's line ends where it "
                                     "was stopped.")
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    searched = search_study(study)  # the re-check's runs are in the leaderboard's verdict, not here
+    complete = searched.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) >= MIN_COMPLETED:
-        what = f"{objective} of the {len(complete)} completed trials"
-        history = vis.plot_optimization_history(study, target_name=objective)
+        what = f"{objective} of the search's {len(complete)} completed trials"
+        history = vis.plot_optimization_history(searched, target_name=objective)
         _title(history, f"History: {what}")
         out["history"] = (history.figure, f"Each completed trial's {objective}, in the order they were asked, and "
-                                          "the best so far (the leaderboard's best).")
+                                          "the best so far, on the seed each trial ran on (the re-check's runs on "
+                                          "more seeds are left out: the verdict above weighs them).")
         if complete[0].params:
-            parallel = vis.plot_parallel_coordinate(study, target_name=objective)
+            parallel = vis.plot_parallel_coordinate(searched, target_name=objective)
             _title(parallel, f"Parallel coordinates: {what}")
             out["parallel"] = (parallel.figure, f"Each line is one completed trial through its values; its colour is "
                                                 f"its {objective}.")
-            slices = vis.plot_slice(study, target_name=objective)  # one Axes per parameter (an array), or one
+            slices = vis.plot_slice(searched, target_name=objective)  # one Axes per parameter (an array), or one
             axes = list(slices.flat) if hasattr(slices, "flat") else [slices]
             for ax in axes:
                 ax.set_title("")

@@ -3,7 +3,7 @@ then pruned and failed by their last eval loss), with their searched and tied va
 finished trial's eval loss at one common step (losses at one step compare; the sweep guarantees it)."""
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.recheck import RECHECK_OF, SEED, search_trials
+from sweeper.recheck import RECHECK_OF, SEED, is_recheck, search_trials
 from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.settings import SweepSettings
 
@@ -86,3 +86,24 @@ def common_step_study(study):
                                                        value=t.intermediate_values[step],
                                                        user_attrs={"trial": t.number}))
     return step, points
+
+
+def search_study(study):
+    """An in-memory copy of the study without the re-check's runs, for the plots of the search
+    (history, parallel coordinates, slices): a configuration's repeats on other seeds are not
+    points of the search, and a lucky seed would show as the best so far. Each re-check run keeps
+    its number as a failed placeholder, so the plots' trial numbers stay the leaderboard's."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    copy = optuna.create_study(direction=study.direction)
+    optuna.logging.set_verbosity(verbosity)
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if is_recheck(t) or t.state not in FINISHED:
+            copy.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        else:
+            copy.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=t.value if t.state == TrialState.COMPLETE else None,
+                state=t.state, intermediate_values=t.intermediate_values, user_attrs=t.user_attrs))
+    return copy
