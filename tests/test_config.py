@@ -69,6 +69,8 @@ def test_target_modules_are_a_role_by_default():
     ("train.per_device_train_batch_size=auto", "train.effective_batch_size"),
     ("train.effective_batch_size=12", "train.effective_batch_size"),  # tiny: 16 x 1
     ("lora.target_modules=attn", "lora.target_modules"), ("lora.target_modules=[]", "lora.target_modules"),
+    ("tracking.project=", "tracking.project"), ("tracking.project=team/run", "tracking.project"),
+    ("tracking.entity=", "tracking.entity"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as err:

@@ -235,10 +235,22 @@ def _data(cfg: DictConfig) -> DataSettings:
     return DataSettings(**v)
 
 
+WANDB_FORBIDDEN = "/\\#?%:"
+
+
 def _tracking(cfg: DictConfig) -> TrackingSettings:
     v = _section(cfg, "tracking", TrackingSettings)
     _check(v["mode"] in TRACKING_MODES, "tracking.mode", v["mode"], f"allowed: {', '.join(TRACKING_MODES)}")
     v["finish_timeout_s"] = _number(v, "tracking", "finish_timeout_s", float, 0)
+    # W&B's own rule for a project name (wandb_settings.validate_project), checked before any
+    # trial starts rather than raised from wandb.init inside the first one.
+    for key in ("project", "entity"):
+        name = v[key]
+        if key == "entity" and name is None:
+            continue
+        _check(isinstance(name, str) and 0 < len(name) <= 128 and not set(name) & set(WANDB_FORBIDDEN),
+               f"tracking.{key}", name, f"allowed: a name of 1 to 128 characters without any of {WANDB_FORBIDDEN}"
+               + (" (or null: your W&B default)" if key == "entity" else ""))
     return TrackingSettings(**v)
 
 
