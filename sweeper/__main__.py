@@ -245,6 +245,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C or kill outside the trial loop (it stops itself): at start, the memory probe, the report
+        print("interrupted while no trial was running: the study keeps everything it holds; rerun the same command "
+              "to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def cli() -> None:

@@ -117,6 +117,21 @@ def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
     assert "2/2 trials finished" in again.stdout
 
 
+def test_ctrl_c_during_the_memory_probe_says_so_in_one_line(sweep_args, tmp_path):
+    """Interrupted before any trial runs (here while the hungriest trial's memory is measured): one
+    line, no stack trace, and the study keeps its queued baseline for the rerun."""
+    args = sweep_args + ["sweep.n_trials=2", "tracking.mode=disabled"]
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (tmp_path / "sweep" / "probe").exists(), every=0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "interrupted while no trial was running: the study keeps everything it holds; rerun the same command to continue")
+    assert [t.state for t in load(f"sqlite:///{tmp_path / 'study.db'}").trials] == [TrialState.WAITING]
+
+
 def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
     """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5. This machine
     has no GPU: a stand-in nvidia-smi on PATH lists GPUs 3 and 5 (so the ids are accepted), and the
