@@ -71,6 +71,7 @@ def test_target_modules_are_a_role_by_default():
     ("lora.target_modules=attn", "lora.target_modules"), ("lora.target_modules=[]", "lora.target_modules"),
     ("tracking.project=", "tracking.project"), ("tracking.project=team/run", "tracking.project"),
     ("tracking.entity=", "tracking.entity"),
+    ("train.seed=-1", "train.seed"), ("train.seed=4294967296", "train.seed"), ("train.seed=1.5", "train.seed"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as err:

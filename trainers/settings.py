@@ -190,6 +190,9 @@ def _train(cfg: DictConfig) -> TrainSettings:
     v["weight_decay"] = _number(v, "train", "weight_decay", float, 0, strict=False)
     v["max_grad_norm"] = _number(v, "train", "max_grad_norm", float, 0, strict=False)
     v["num_train_epochs"] = _number(v, "train", "num_train_epochs", float, 0)
+    # numpy seeds below 2**32; the re-check runs seed + 1, + 2, ...: a 31-bit seed leaves them room.
+    v["seed"] = _number(v, "train", "seed", int, 0, strict=False)
+    _check(v["seed"] < 2**31, "train.seed", v["seed"], "must be a whole number >= 0 and below 2**31")
     _check(v["save_strategy"] in ("no", "steps", "epoch"), "train.save_strategy", v["save_strategy"],
            "allowed: no, steps, epoch")
     if v["pad_to_multiple_of"] is not None:
