@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from conftest import ROOT
 from storage_stress import stress
+from sweeper.study import counts
 from test_sweep import POSTGRES, load, sweep, wait_for
 from wandb_files import offline_runs, read_offline_run
 
@@ -80,6 +81,31 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     board = (tmp_path / "sweep" / "leaderboard.txt").read_text()
     rerun = next(line for line in board.splitlines() if line.startswith("rerun it alone"))
     assert "train.per_device_train_batch_size=8 train.gradient_accumulation_steps=1" in rerun
+
+
+def test_asha_on_two_slots_continues_the_top_of_each_rung_once(sweep_args, tmp_path):
+    """sweep.pruner=asha with K=2: four configurations pause at step 10 side by side; the top half
+    at that rung (eta 2; all four in, so ceil(4 / 2)) goes on from its checkpoint to step 20, each
+    once however the two slots race for it, and no step is trained twice."""
+    args = sweep_args + ["sweep.pruner=asha", "sweep.asha_eta=2", "sweep.n_trials=4", "sweep.trials_per_device=2",
+                         "train.max_steps=20", "train.eval_steps=10", "tracking.mode=disabled"]
+    proc = sweep(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    firsts = [t for t in study.trials if "continued_from" not in t.user_attrs]
+    legs = [t for t in study.trials if "continued_from" in t.user_attrs]
+    assert len(firsts) == 4 and all(t.state == TrialState.PRUNED and t.user_attrs["paused_at"] == 10 for t in firsts)
+    assert all(t.state == TrialState.COMPLETE for t in legs)
+    continued = [t.user_attrs["continued_from"] for t in legs]
+    assert len(continued) == len(set(continued)) and 2 <= len(continued) <= 3  # once each; 3 if one went on early
+    top = sorted(firsts, key=lambda t: t.intermediate_values[10])[:2]
+    assert {t.number for t in top} <= set(continued)
+    for leg in legs:
+        paused = study.trials[leg.user_attrs["continued_from"]]
+        assert (leg.user_attrs["resumed_from_step"], leg.user_attrs["first_step"]) == (10, 11)
+        assert leg.intermediate_values[10] == paused.intermediate_values[10] and set(leg.intermediate_values) == {10, 20}
+    assert max(c for _, c in running_counts(study.trials)) == 2, "trials overlapped"
+    assert counts(study)["finished"] == 4
 
 
 def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
