@@ -1,7 +1,7 @@
 """Following a study whose trials run elsewhere (a SLURM job array, other machines): the live
 view's lines read from the storage and the trial folders every few seconds, then the final report
-once the study holds sweep.n_trials finished trials and the workers' re-check (sweeper/recheck.py)
-is done. It holds no GPU and starts no trial.
+once the study holds sweep.n_trials finished trials, asha's continuations are done and the workers'
+re-check (sweeper/recheck.py) is done. It holds no GPU and starts no trial.
 `make follow ARGS="..."` (`python -m sweeper.follow [overrides]`) follows a study again."""
 import sys
 import time
@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.job import read_progress
 from sweeper.recheck import RECHECK_OF, SEED, is_recheck, pending
 from sweeper.results.trials import eval_loss, trial_values
+from sweeper.search import asha
 from sweeper.study import counts
 from sweeper.view import LiveView
 
@@ -72,8 +73,10 @@ def follow(s, study, job_id: str | None = None) -> int:
     follower = Follower(s, study, view)
     while True:
         tally = follower.poll()
-        if tally["finished"] >= s.n_trials and tally["running"] == 0 and \
-                pending(study.get_trials(deepcopy=False), s) == 0:  # the workers' re-check too
+        trials = study.get_trials(deepcopy=False)
+        # n_trials counts configurations: under asha, continuations may still be running or due
+        if tally["finished"] >= s.n_trials and tally["running"] == 0 and not asha.unfinished(trials, s) and \
+                pending(trials, s) == 0:  # the workers' re-check too
             break
         if job_id is not None and not job_alive(job_id):
             print(f"error: SLURM job {job_id} has no task left and the study holds {tally['finished']}/{s.n_trials} "

@@ -309,10 +309,7 @@ class SweepLoop:
             return False
         if self.recheck:
             return pending(self.study.get_trials(deepcopy=False), self.s) == 0
-        if self.s.pruner == "asha" and c["finished"] >= self.s.n_trials:  # and nothing left to continue
-            trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-            return self._promotable(ending=True) is None and not any(continued_from(t) is not None for t in trials)
-        return c["finished"] >= self.s.n_trials
+        return c["finished"] >= self.s.n_trials and not asha.unfinished(self.study.get_trials(deepcopy=False), self.s)
 
     def _room(self, c: dict) -> bool:
         """Whether a free slot should start a trial now."""

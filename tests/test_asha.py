@@ -61,3 +61,25 @@ def test_a_continuation_resumes_from_its_paused_trials_checkpoint_or_restarts_an
     else:
         assert resume_from is None and study.trials[1].intermediate_values == {}
         assert "the checkpoint of trial 0 (paused at step 10) is missing or unreadable: restarted from step 0" in out.getvalue()
+
+
+def test_the_schedule_is_unfinished_while_a_continuation_is_due_or_running():
+    """What the sweep loop and a SLURM follower wait for once every configuration has started:
+    the quota's continuations (ceil(2 / 3) = 1 at rung 10 here), run to their end."""
+    from sweeper.search.asha import unfinished
+
+    s = sweep_settings(["sweep.pruner=asha", "train.max_steps=40", "train.eval_steps=10"], check_values=False)
+    study = optuna.create_study()
+    for loss in (2.0, 1.5):
+        study.add_trial(create_trial(params={"lora_r": 8}, distributions={"lora_r": DISTRIBUTIONS["lora_r"]},
+                                     state=TrialState.PRUNED, intermediate_values={10: loss}, user_attrs={"paused_at": 10}))
+    assert unfinished(study.trials, s)  # trial 1 is due
+    study.enqueue_trial({"lora_r": 8}, user_attrs={"continued_from": 1})
+    assert unfinished(study.trials, s)  # queued
+    trial = study.ask()
+    assert unfinished(study.trials, s)  # running, maybe on another node
+    trial.report(1.3, 30)
+    trial.report(1.2, 40)
+    study.tell(trial, 1.2)  # to the end (rung 30's quota of one is its own)
+    assert not unfinished(study.trials, s)
+    assert not unfinished(study.trials, sweep_settings([], check_values=False))  # not asha: nothing to continue

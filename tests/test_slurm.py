@@ -115,6 +115,40 @@ def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
     optuna.delete_study(study_name=name, storage=POSTGRES)
 
 
+def test_asha_across_two_nodes_continues_from_the_shared_checkpoints(slurm_conf, short_trial, tmp_path):
+    """sweep.pruner=asha on the array: a configuration paused by one worker may be continued by
+    either, from the checkpoint on the shared file system; each paused one goes on at most once."""
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    args = short_trial + [
+        "train.warmup_steps=0", "train.max_steps=20", "train.eval_steps=10", "tracking.mode=disabled",
+        "sweep.pruner=asha", "sweep.asha_eta=2", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
+        f"sweep.study_name={name}", "sweep.n_trials=4", "sweep.devices=cpu", "sweep.trials_per_device=1",
+        "sweep.launcher=slurm", "sweep.slurm.workers=2", "sweep.slurm.gpus_per_worker=0",
+        "sweep.slurm.cpus_per_worker=1", "sweep.recheck_seeds=0"]
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
+                              capture_output=True, timeout=600)
+    finally:
+        subprocess.run(["scancel", f"--name=qlora-sweep-{name}"], env=env, timeout=60)  # after a failure
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    trials = load(POSTGRES, name).get_trials(deepcopy=False)
+    firsts = [t for t in trials if "continued_from" not in t.user_attrs]
+    legs = [t for t in trials if "continued_from" in t.user_attrs and t.state == TrialState.COMPLETE]
+    assert len(firsts) == 4 and all(t.user_attrs.get("paused_at") == 10 for t in firsts), \
+        [(t.number, t.state, t.user_attrs) for t in trials]
+    continued = [t.user_attrs["continued_from"] for t in legs]
+    assert len(continued) == len(set(continued)) >= 2  # the top half of the rung, once each
+    by_number = {t.number: t for t in trials}
+    for leg in legs:
+        assert (leg.user_attrs["resumed_from_step"], leg.user_attrs["first_step"]) == (10, 11)
+        assert leg.intermediate_values[10] == by_number[leg.user_attrs["continued_from"]].intermediate_values[10]
+    assert {t.user_attrs["node"] for t in trials if "node" in t.user_attrs} == {"n1", "n2"}
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert "promoted" in (tmp_path / "sweep" / "leaderboard.txt").read_text()
+    optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
 def test_follower_ctrl_c_leaves_the_job_running(slurm_conf, short_trial, tmp_path):
     """Ctrl-C of the submitter stops following only; it says how to cancel the job."""
     name = f"slurm-{uuid.uuid4().hex[:8]}"

@@ -86,6 +86,18 @@ def continued_from(t: FrozenTrial) -> int | None:
     return t.user_attrs.get(CONTINUED_FROM)
 
 
+def unfinished(trials: list[FrozenTrial], s) -> bool:
+    """Once every configuration has started: whether the schedule still has work, a continuation
+    queued or running (maybe on another node) or a paused configuration the quota continues. The
+    sweep loop and a follower (sweeper/follow.py) end only when it has none."""
+    if s.pruner != "asha":
+        return False
+    if any(continued_from(t) is not None and t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
+        return True
+    ladder = rungs(s)
+    return promotion(chains(trials, ladder), len(ladder), s.asha_eta, ending=True) is not None
+
+
 def chains(trials: list[FrozenTrial], rungs: list[int]) -> list[Chain]:
     """The search's configurations, each with its rung and losses: a failed trial is left out (its
     retry carries its work on), a continuation joins the chain of the trial it continues."""
