@@ -186,18 +186,3 @@ def test_trainer_names_read_from_source_are_transformers_own():
     assert enum_names(*ENUMS["train.optim"]) == tuple(n.value for n in OptimizerNames)
     assert enum_names(*ENUMS["train.lr_scheduler_type"]) == tuple(n.value for n in SchedulerType)
 
-
-@pytest.mark.slow
-def test_the_sweep_process_never_imports_peft(tmp_path):
-    """A whole sweep (checks, memory probe, trials, report, W&B summary run) leaves peft,
-    bitsandbytes and trl unimported in the sweep process: on a GPU box importing them creates a
-    CUDA context there (docs/gpu.md). transformers.trainer_utils imports peft, so this guards the
-    trainer-name check too."""
-    code = ("import sys; from sweeper.__main__ import main; "
-            f"code = main(['sweep.dir={tmp_path}', 'sweep.study_name=p', 'sweep.n_trials=2', 'sweep.recheck_seeds=0', "
-            "'train.max_steps=2', "
-            "'train.eval_steps=2', 'tracking.mode=offline', 'data.metric=null']); "
-            "print(code, sorted(m for m in ('peft', 'bitsandbytes', 'trl') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "0 []"

@@ -45,10 +45,17 @@ def running_counts(trials) -> list[tuple[int, int]]:
 
 def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     """Also the per-device batch left to the sweep: measured at 1 and 8 rows, then 8 x 1 on the CPU
-    (memory is not what binds here; test_packing.py has the cases where it is)."""
-    proc = sweep(sweep_args + ["sweep.n_trials=5", "sweep.trials_per_device=2", "tracking.mode=disabled",
-                               "train.per_device_train_batch_size=auto", "train.effective_batch_size=8"])
+    (memory is not what binds here; test_packing.py has the cases where it is). And the whole sweep
+    (checks, memory probe, trials, report, W&B summary run) leaves peft, bitsandbytes and trl
+    unimported in the sweep process: on a GPU box importing them creates a CUDA context there
+    (docs/gpu.md); transformers.trainer_utils imports peft, so this guards the trainer-name check too."""
+    args = sweep_args + ["sweep.n_trials=5", "sweep.trials_per_device=2", "tracking.mode=offline",
+                         "train.per_device_train_batch_size=auto", "train.effective_batch_size=8"]
+    code = (f"import sys; from sweeper.__main__ import main; code = main({args!r}); "
+            "print(code, sorted(m for m in ('peft', 'bitsandbytes', 'trl') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0 []"
     assert "slots: cpu x2 (1 threads each)" in proc.stdout
     assert "at per-device batch 1, 8 (" in proc.stdout
     assert "per-device batch (auto): cpu 8 x 1 accumulation = 8 rows per step" in proc.stdout
