@@ -26,7 +26,7 @@ crowned; it prints how often each way crowns a near-best configuration, and a li
 recheck_near_best_at_12=<landscape>:<share>,...
 On landscapes with curves it replays issue 22's promotion with continuation (ASHA, replay_asha): the
 default's sampler proposes, a configuration pauses at each rung and is continued from where it
-stopped when it ranks in the top third there; it prints the training it spends against the
+stopped when it ranks in the top 1/sweep.asha_eta there; it prints the training it spends against the
 default's and its steps to a near-best configuration.
 
 Last lines: suite_regret_default=.. suite_regret_random=.. (mean after 6 trials over the suite, or
@@ -205,19 +205,17 @@ def replay(job: tuple) -> dict:
 # checkpoint, a promoted configuration costs only its new steps and ends with the loss an
 # uninterrupted run would (so its seen curve is one curve).
 
-ETA = 3  # the paper's reduction factor, the sweep's default (sweep.asha_eta)
-
-
 class Config(dict):
     """A replayed configuration; asha.promotion reads its rung, at and paused as attributes."""
     __getattr__ = dict.__getitem__
 
 
-def rungs_for(land: Landscape) -> list[int]:
-    """Rungs on the steps the landscape's curves (its cells' or their seed runs') were evaluated at."""
+def rungs_for(land: Landscape, s) -> list[int]:
+    """Rungs on the steps the landscape's curves (its cells' or their seed runs') were evaluated at:
+    from sweep.asha_min_step (on the landscape's own step scale; null: its first eval) by sweep.asha_eta."""
     steps = sorted({step for c in land.cells.values() for curve in [c.curve, *(r["curve"] for r in c.runs or [])]
                     for step in curve}) or [1]
-    return rungs_of(steps, steps[0], ETA)
+    return rungs_of(steps, s.asha_min_step or steps[0], s.asha_eta)
 
 
 def train_to(study, c: dict, rungs: list[int], spent: int, trial=None) -> int:
@@ -260,10 +258,10 @@ def replay_asha(job: tuple) -> dict:
         warnings.simplefilter("ignore")
         study = optuna.create_study(sampler=build_sampler(s))
     rng = random.Random(f"{land.name} {seed}")
-    rungs = rungs_for(land)
+    rungs = rungs_for(land, s)
     configs, spent = [], 0
     while True:
-        c = promotion(configs, len(rungs), ETA, ending=len(configs) >= budget)
+        c = promotion(configs, len(rungs), s.asha_eta, ending=len(configs) >= budget)
         if c is not None:
             spent = train_to(study, c, rungs, spent)
             continue
@@ -396,6 +394,14 @@ def cuts(land: Landscape, trials: list[dict]) -> tuple[int, int]:
     return len(pruned), sum(t["truth"] <= land.near_target for t in pruned)
 
 
+def best_cut(trials: list[dict]) -> bool:
+    """Whether pruning (or a pause never continued) cut the run's eventual best: the configuration
+    with the best true value of those the run tried, none of its trials trained to the end (issue 22
+    compares this count with the default's)."""
+    best = min(t["truth"] for t in trials)
+    return all(t["pruned"] for t in trials if t["truth"] == best)
+
+
 def mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
@@ -403,8 +409,8 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
 def table(land: Landscape, runs: dict, seeds: int) -> list[str]:
     """One landscape: a row per strategy."""
     lines = ["| strategy | regret after 6 (mean ± sd) | after 12 | after 30 | trials to a near-best (median) | found "
-             "in 30 | steps to it / grid steps (median) | pruned | pruned a would-be near-best |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "in 30 | steps to it / grid steps (median) | pruned | pruned a would-be near-best | runs whose best was cut |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for strategy in STRATEGIES:
         cells = []
         for budget in BUDGETS:
@@ -416,15 +422,15 @@ def table(land: Landscape, runs: dict, seeds: int) -> list[str]:
         pruned = [cuts(land, r) for r in longest]
         lines.append(f"| {strategy} | {' | '.join(cells)} | {statistics.median(found) if found else '-'} | "
                      f"{len(found)}/{seeds} | {statistics.median(s for _, s in near) / land.grid_steps:.3f} | "
-                     f"{sum(p for p, _ in pruned)} | {sum(c for _, c in pruned)} |")
+                     f"{sum(p for p, _ in pruned)} | {sum(c for _, c in pruned)} | {sum(map(best_cut, longest))}/{seeds} |")
     return lines
 
 
-def asha_line(land: Landscape, runs: dict, seeds: int) -> str | None:
+def asha_line(land: Landscape, runs: dict, seeds: int, overrides: tuple) -> str | None:
     """ASHA with continuation against the default on one landscape with curves: the training it
     spends per budget as a share of the default's, and the steps until a near-best configuration
     finished (median over seeds; issue 22 asks for fewer)."""
-    if ASHA not in STRATEGIES or len(rungs_for(land)) < 2:
+    if ASHA not in STRATEGIES or len(rungs_for(land, base_settings(ASHA, overrides))) < 2:
         return None
     spend = []
     for n in BUDGETS:
@@ -531,7 +537,7 @@ def main():
         for p, land in lands.items():
             print(f"\n### {land.name}: {describe(land, replay_space(base.space, land)[1])}\n")
             print("\n".join(table(land, runs[p], a.seeds)))
-            if (line := asha_line(land, runs[p], a.seeds)) is not None:
+            if (line := asha_line(land, runs[p], a.seeds, overrides)) is not None:
                 print(f"\n{line}")
             for strategy in STRATEGIES:
                 for n in BUDGETS:

@@ -39,7 +39,7 @@ def test_a_continuation_resumes_from_its_paused_trials_checkpoint_or_restarts_an
     from sweeper.loop import SweepLoop
     from sweeper.view import LiveView
 
-    s = sweep_settings([f"sweep.dir={tmp_path}", "sweep.pruner=asha"], check_values=False)
+    s = sweep_settings([f"sweep.dir={tmp_path}", "sweep.pruner=asha", "sweep.asha_eta=3"], check_values=False)
     study = optuna.create_study()
     study.add_trial(create_trial(params={"lora_r": 8}, distributions={"lora_r": DISTRIBUTIONS["lora_r"]},
                                  state=TrialState.PRUNED, intermediate_values={10: 2.0}, user_attrs={"paused_at": 10}))
@@ -68,7 +68,8 @@ def test_the_schedule_is_unfinished_while_a_continuation_is_due_or_running():
     the quota's continuations (ceil(2 / 3) = 1 at rung 10 here), run to their end."""
     from sweeper.search.asha import unfinished
 
-    s = sweep_settings(["sweep.pruner=asha", "train.max_steps=40", "train.eval_steps=10"], check_values=False)
+    s = sweep_settings(["sweep.pruner=asha", "sweep.asha_eta=3", "train.max_steps=40", "train.eval_steps=10"],
+                       check_values=False)
     study = optuna.create_study()
     for loss in (2.0, 1.5):
         study.add_trial(create_trial(params={"lora_r": 8}, distributions={"lora_r": DISTRIBUTIONS["lora_r"]},

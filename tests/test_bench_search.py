@@ -168,7 +168,7 @@ def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps()
     assert promotion(paused, 3, 3, ending=True) is paused[2]  # ending: rung 0's quota is ceil(4 / 3) = 2
 
     path = ROOT / "bench" / "landscapes" / "demo-prices.json"
-    out = search.replay_asha((str(path), search.ASHA, (), 6, 0))["trials"]
+    out = search.replay_asha((str(path), search.ASHA, ("sweep.asha_eta=3",), 6, 0))["trials"]
     land = search.landscape(str(path))
     assert len(out) == 6 and any(not t["pruned"] for t in out)
     for t in out:  # 10 steps to rung 0, 20 more to rung 1, 10 more to the end: never a step twice
@@ -176,3 +176,10 @@ def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps()
     finished = [t for t in out if not t["pruned"]]
     assert max(t["done_at"] for t in finished) <= sum(t["steps"] for t in out)
     assert search.regret_after(land, out, 6) == land.regret(min(finished, key=lambda t: t["seen"])["truth"])
+    # the run's eventual best cut: every trial of its best configuration stopped before the end
+    assert search.best_cut([{"truth": 1.0, "pruned": True}, {"truth": 1.2, "pruned": False}])
+    assert not search.best_cut([{"truth": 1.0, "pruned": True}, {"truth": 1.0, "pruned": False}])
+    # the replay's rungs follow the sweep's own asha settings (the default eta 2, or `-- sweep.asha_eta=3`)
+    assert search.rungs_for(land, search.base_settings(search.ASHA, ())) == [10, 20, 40]
+    assert search.rungs_for(land, search.base_settings(search.ASHA, ("sweep.asha_eta=3",))) == [10, 30, 40]
+    assert search.rungs_for(land, search.base_settings(search.ASHA, ("sweep.asha_min_step=20",))) == [20, 40]

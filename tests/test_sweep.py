@@ -318,7 +318,7 @@ def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill
     kept, their processes gone); the best is continued from its checkpoint, not from step 0. kill -9
     the sweep while that continuation trains (checkpoint-20 written): the rerun retries it from
     step 21, and it ends with exactly the eval losses of one uninterrupted run of its values."""
-    args = sweep_args + ["sweep.pruner=asha", "sweep.n_trials=3", "train.max_steps=30", "train.eval_steps=10",
+    args = sweep_args + ["sweep.pruner=asha", "sweep.asha_eta=3", "sweep.n_trials=3", "train.max_steps=30", "train.eval_steps=10",
                          "tracking.mode=disabled", "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     trials_dir = tmp_path / "sweep" / "trials"
