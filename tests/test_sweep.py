@@ -349,6 +349,9 @@ def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill
     # Never trained: the two configurations left at step 10, 20 steps each. Recorded as trained: 10 by each
     # paused trial and 10 by the retry (the killed continuation's steps 11-20 died with it, unrecorded).
     assert "pausing at rungs (asha) saved 40 steps (50% of running every configuration to its end)" in board
+    left = ",".join(str(t.number) for t in paused if t is not best)
+    assert f"asha: 2 paused configurations never continued keep their checkpoints (" in board
+    assert f"trials/{{{left}}}/checkpoint-*), so that a longer study (sweep.n_trials raised" in board
 
     values = {**best.params, "lora_alpha": best.user_attrs["lora_alpha"]}
     clean = [a for a in args if not a.startswith(("sweep.dir=", "sweep.storage=", "sweep.pruner=", "sweep.n_trials="))]

@@ -64,6 +64,25 @@ def cost_totals(trials: list[FrozenTrial]) -> list[str]:
             f"{'configuration' if paused else 'trial'} to its end)", *recheck_cost(trials, run, sum(x.get('wall_s', 0) for x in a))]
 
 
+def kept_checkpoints(trials: list[FrozenTrial], s: SweepSettings) -> list[str]:
+    """asha: the paused configurations never continued keep their checkpoints, so that a longer
+    study (sweep.n_trials raised, the same command again) can still continue them; say where and
+    how much, as they are the study's only files a user may want to delete."""
+    from sweeper.job import trial_dir
+
+    promoted = continued(trials)
+    kept = {t.number: list(trial_dir(s.dir, t.number).glob("checkpoint-*")) for t in search_trials(trials)
+            if t.state == TrialState.PRUNED and "paused_at" in t.user_attrs and t.number not in promoted}
+    kept = {n: folders for n, folders in kept.items() if folders}
+    if not kept:
+        return []
+    size = sum(f.stat().st_size for folders in kept.values() for d in folders for f in d.rglob("*") if f.is_file())
+    return [f"asha: {len(kept)} paused configuration{'s' if len(kept) > 1 else ''} never continued keep "
+            f"{'their checkpoints' if len(kept) > 1 else 'its checkpoint'} ({size / 2**20:.1f} MiB in "
+            f"{s.dir / 'trials'}/{{{','.join(map(str, kept))}}}/checkpoint-*), so that a longer study (sweep.n_trials "
+            f"raised, the same command) can continue them; delete them to free the space"]
+
+
 def recheck_cost(trials: list[FrozenTrial], search_steps: int, search_s: float) -> list[str]:
     runs = [t.user_attrs for t in trials if is_recheck(t) and "train_s" in t.user_attrs]
     if not runs:
@@ -192,6 +211,7 @@ def final_report(study, s: SweepSettings) -> str:
     else:
         text.append("no trial completed yet")
     text += cost_totals(trials)
+    text += kept_checkpoints(trials, s)
     from sweeper.results.wandb_summary import log_summary_run
 
     index = write_report(study, s, "\n".join(text))
