@@ -3,9 +3,9 @@ PNG, and one self-contained index.html with all of it. Written at the end of eve
 `make report` (`python -m sweeper.results [overrides]`). Each plot says what it plots: the curves
 show every trial's eval losses as it trained, pruned ones visibly cut short; the history, parallel
 coordinates and slices plot the objective of the search's completed trials, the value the
-leaderboard ranks by (the re-check's runs left out: a lucky seed is not a point of the search); the importances need pruned trials too, so they use
-every finished trial's eval loss at the latest step at least 5 of them reached (losses at one step
-compare; the sweep guarantees it), and say so."""
+leaderboard ranks by (the re-check's runs left out: a lucky seed is not a point of the search);
+the importances need pruned trials too, so they use every finished trial's eval loss at the latest
+step at least 5 of them reached (losses at one step compare; the sweep guarantees it), and say so."""
 import base64
 import csv
 import html
