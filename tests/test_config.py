@@ -101,6 +101,27 @@ def test_unknown_override_is_one_line():
     assert "lora.rnak" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("override,says", [
+    ("sweep.enqueue={lora_r: 16}", "this key holds a list; write the value as one, e.g. [{...}]"),
+])
+def test_a_value_of_the_wrong_shape_says_what_the_key_holds(override, says):
+    with pytest.raises(ConfigError) as err:
+        compose_config([override])
+    assert str(err.value).startswith(f"override={override!r}: ") and says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["lora=[8]", "quant=[nf4,int8]", "quant=nope", "+model=tiny2"])
+def test_a_config_group_takes_one_of_its_options(override):
+    """A list was a stack trace from inside Hydra (lora=[8]) or silently merged (quant=[nf4,int8])."""
+    with pytest.raises(ConfigError) as err:
+        compose_config([override])
+    group = override.split("=")[0].lstrip("+")
+    options = ", ".join(sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")))
+    assert str(err.value).endswith(f": a config group: name one of its options ({options})")
+    assert err.value.key == group
+
+
 @pytest.mark.parametrize("command", ["sweeper", "trainers"])
 def test_hydra_command_line_help_cfg_info(command, tmp_path):
     """Hydra's own --help, --cfg job and --info answer, and write nothing (no outputs/, no .hydra)."""

@@ -27,8 +27,23 @@ if not OmegaConf.has_resolver("artifacts"):  # the demo's built model and data, 
     OmegaConf.register_new_resolver("artifacts", artifact)
 
 
+def check_group_choices(overrides: list[str]) -> None:
+    """A config group (model=, data=, quant=...) takes one option's name: Hydra would merge a list of
+    them silently, or fail deep inside on one that is not a name."""
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        group = key.lstrip("+")
+        folder = CONF_DIR / group
+        if not eq or group == "hydra" or "." in group or "/" in group or not folder.is_dir():
+            continue
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        if value not in options:
+            raise ConfigError(group, value, f"a config group: name one of its options ({', '.join(options)})")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """conf/config.yaml plus Hydra overrides; a bad override becomes a one-line ConfigError."""
+    check_group_choices(overrides)
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=list(overrides))
@@ -40,7 +55,19 @@ def compose_config(overrides: list[str]) -> DictConfig:
             named = [o for o in overrides if o in first_line(e)]
         else:
             named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
+            message += merge_hint(e)
         raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None
+
+
+def merge_hint(e: Exception) -> str:
+    """Hydra says only "Error merging override ..."; its cause says why: a mapping given where the
+    config holds a list, or the other way round."""
+    cause = first_line(e.__cause__) if e.__cause__ is not None else ""
+    if "Cannot merge DictConfig with ListConfig" in cause:
+        return ": this key holds a list; write the value as one, e.g. [{...}]"
+    if "Cannot merge ListConfig with DictConfig" in cause:
+        return ": this key holds a mapping; write the value as one, e.g. {key: value}"
+    return f": {cause}" if cause else ""
 
 
 # Hydra's flags that print and stop; they never run a trial or a sweep.
