@@ -70,7 +70,19 @@ def build_storage(s: SweepSettings, connections: int | None = None):
                               heartbeat_interval=s.heartbeat_interval,
                               grace_period=s.grace_period, heartbeat_stale_trial_callback=StaleTrial(s))
     except Exception as e:  # sqlalchemy's errors differ per driver; the user needs the first line
-        raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}") from None
+        raise ConfigError("sweep.storage", s.storage_shown, f"cannot be opened: {first_line(e)[:200]}"
+                          f"{storage_hint(s.storage, e)}") from None
+
+
+def storage_hint(url: str, e: Exception) -> str:
+    """What to do when the URL names a database the installed drivers cannot reach."""
+    text = first_line(e)
+    if url.startswith("mysql") and "DB access module" in text:
+        return ("; MySQL and MariaDB need a driver this project does not install: pip install PyMySQL, then a "
+                "mysql+pymysql://user@host/database URL")
+    if "Can't load plugin" in text or "Could not parse" in text:
+        return "; allowed: sqlite:///path/to/study.db, postgresql://user@host/database, mysql+pymysql://user@host/database"
+    return ""
 
 
 def _differences(stored: dict, current: dict) -> list[str]:

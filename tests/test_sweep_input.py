@@ -86,10 +86,13 @@ def test_varying_batch_is_allowed_without_pruning():
     assert [p.name for p in s.space][-1] == "batch"
 
 
-@pytest.mark.parametrize("url", ["sqlite:////nonexistent-dir/deeper/study.db", "postgresql://postgres@127.0.0.1:1/test"])
-def test_storage_that_cannot_be_opened(url, sweep_args, capsys):
+@pytest.mark.parametrize("url,says", [
+    ("sqlite:////nonexistent-dir/deeper/study.db", ""), ("postgresql://postgres@127.0.0.1:1/test", ""),
+    ("mysql://root@127.0.0.1/test", "pip install PyMySQL, then a mysql+pymysql://"),  # MariaDB runs beside
+    ("redis://127.0.0.1:6379", "allowed: sqlite:///path/to/study.db, postgresql://"), ("notaurl", "allowed: sqlite:///")])
+def test_storage_that_cannot_be_opened(url, says, sweep_args, capsys):
     line = refused(sweep_args + [f"sweep.storage={url}"], capsys)
-    assert line.startswith(f"error: sweep.storage='{url}': cannot be opened")
+    assert line.startswith(f"error: sweep.storage='{url}': cannot be opened") and says in line
 
 
 def test_existing_study_with_other_direction_is_left_alone(sweep_args, tmp_path, capsys):
