@@ -14,6 +14,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
+from sweeper.recheck import search_trials
 from sweeper.results.trials import FINISHED, MIN_POINTS, common_step_study, rows, search_study
 from sweeper.settings import SweepSettings
 
@@ -29,7 +30,7 @@ def left_out(study) -> list[str]:
     """Why each plot the study has too few trials for is missing, in the report's words (a report
     that silently shows fewer plots reads as a bug)."""
     out = []
-    complete = search_study(study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in search_trials(study.get_trials(deepcopy=False)) if t.state == TrialState.COMPLETE]
     if len(complete) < MIN_COMPLETED:
         out.append(f"{', '.join(OF_COMPLETED)}: left out: they plot the objective of the search's completed trials, "
                    f"which needs at least {MIN_COMPLETED}; this study has {_plural(len(complete), 'completed trial')}")
