@@ -93,8 +93,8 @@ def run_sweep(s, devices, executor) -> int:
     executor.log_dir = s.dir  # the spares it starts from now on print there
     executor.stall_timeout, executor.trial_timeout = s.stall_timeout, s.trial_timeout
     plan_devices(s, study, view, devices, executor)
-    view.note("slots: " + ", ".join(f"{d.label} x{d.slots}" + (f" ({d.threads} threads each)" if d.threads else "")
-                                    for d in devices))
+    threads = {d.label: f" ({d.threads} thread{'s' if d.threads > 1 else ''} each)" if d.threads else "" for d in devices}
+    view.note("slots: " + ", ".join(f"{d.label} x{d.slots}{threads[d.label]}" for d in devices))
     if s.trial.train.per_device_train_batch_size == "auto":
         view.note("per-device batch (auto): " + ", ".join(
             f"{d.label} {d.batch} x {d.accumulation} accumulation" for d in devices)

@@ -112,11 +112,20 @@ def slot_env(device: Device) -> dict:
     """The environment of a slot's trial processes: its GPU, or its share of the CPU's cores."""
     if device.name == "cpu":
         # torch reads these at import, which a spare does before it has a trial.
-        threads = str(device.threads or os.cpu_count() or 1)
+        threads = str(device.threads or cpu_cores())
         return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     return {"CUDA_VISIBLE_DEVICES": device.name}
 
 
-def cpu_threads(slots: int) -> int:
+def cpu_cores() -> int:
+    """The cores this process may use: its affinity mask and, inside a SLURM job, the job's
+    --cpus-per-task (SLURM_CPUS_PER_TASK). A cluster that does not bind tasks to cores
+    (TaskPlugin=task/none) leaves the mask at the whole node: two one-core workers on a node would
+    each train with every core, and the oversubscribed threads ran their trials 6x slower."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // slots)
+    granted = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return max(1, min(cores, int(granted))) if granted.isdigit() and int(granted) > 0 else cores
+
+
+def cpu_threads(slots: int) -> int:
+    return max(1, cpu_cores() // slots)

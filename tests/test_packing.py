@@ -139,3 +139,22 @@ def test_sweep_processes_sharing_a_study_measure_once(tmp_path):
     assert got == [{None: {"peak_bytes": 2**30, "peak_rss_bytes": 2**30}}] * 2
     assert sum(n.startswith("measuring the hungriest trial's peak memory") for n in notes) == 1
     assert sum(n.startswith("waiting for another sweep process") for n in notes) == 1
+
+
+def test_cpu_threads_keep_to_the_cores_slurm_granted(monkeypatch):
+    """Inside a SLURM job on a cluster that binds no cores (TaskPlugin=task/none, as tests/slurm's),
+    the affinity mask is the whole node: --cpus-per-task is what the worker may use."""
+    import os
+
+    from sweeper.slots import Device, cpu_cores, cpu_threads, slot_env
+
+    mask = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert cpu_cores() == mask and cpu_threads(1) == mask
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert cpu_cores() == 1 and cpu_threads(2) == 1
+    assert slot_env(Device("cpu", None))["OMP_NUM_THREADS"] == "1"  # a spare's torch, before K is known
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(mask + 8))  # more than the mask: the mask binds
+    assert cpu_cores() == mask
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "")
+    assert cpu_cores() == mask

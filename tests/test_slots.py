@@ -56,7 +56,7 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "0 []"
-    assert "slots: cpu x2 (1 threads each)" in proc.stdout
+    assert "slots: cpu x2 (1 thread each)" in proc.stdout
     assert "at per-device batch 1, 8 (" in proc.stdout
     assert "per-device batch (auto): cpu 8 x 1 accumulation = 8 rows per step" in proc.stdout
     study = load(f"sqlite:///{tmp_path / 'study.db'}")

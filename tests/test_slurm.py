@@ -110,6 +110,8 @@ def test_two_workers_one_requeued_mid_trial(slurm_conf, short_trial, tmp_path):
     assert "best adapter:" in out and (tmp_path / "sweep" / "report" / "index.html").exists()
     (script,) = (tmp_path / "sweep" / "slurm").glob("*.sbatch")
     text = script.read_text()
+    for log in (tmp_path / "sweep" / "slurm").glob("worker-*.log"):  # --cpus-per-task=1, on nodes that bind no cores
+        assert "slots: cpu x1 (1 thread each)" in log.read_text(), log.read_text()[-2000:]
     assert "#SBATCH --array=0-1" in text and "#SBATCH --requeue" in text and "#SBATCH --gres=gpu:1" in text
     assert "postgresql://" not in text, "the storage URL reaches the tasks through their environment only"
     optuna.delete_study(study_name=name, storage=POSTGRES)

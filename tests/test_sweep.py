@@ -112,7 +112,7 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert "report: importances: left out: fANOVA compares trials at one eval step, which needs at least 5" in proc.stdout
 
     out = proc.stdout
-    assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 threads each)" in out
+    assert "measuring the hungriest trial's peak memory on cpu" in out and "slots: cpu x2 (1 thread each)" in out
     (measured,) = [line for line in out.splitlines() if line.startswith("measured: ")]
     assert measured.endswith("GiB (host memory, peak RSS)"), measured  # on the CPU the host figure, once
     assert "W&B run saved offline" not in out  # the report's one wandb sync line names the summary run too
