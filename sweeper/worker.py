@@ -164,6 +164,13 @@ def probe(settings, progress: Progress, trial_dir: Path) -> dict:
 def preload() -> None:
     """The imports that cost ~8 s per trial on 2 CPU cores (peft pulls in bitsandbytes), done
     while the spare waits. Importing them here initialises CUDA, as it must in a trial process."""
+    # First, while few modules are loaded: wandb.init imports its launch inputs, whose pydantic
+    # models read their docstrings through inspect, which walks every loaded module. After the
+    # stack that made wandb.init take 1.50 s, with this first 0.31 s (2 cores, 2026-12-04).
+    try:
+        import wandb.sdk.launch.inputs.internal  # noqa: F401  (wandb 0.31's path; a later one may move it)
+    except ImportError:
+        pass
     import optuna
     import peft  # noqa: F401
     import wandb  # noqa: F401
