@@ -185,18 +185,6 @@ def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
     optuna.delete_study(study_name=name, storage=POSTGRES)
 
 
-def test_pruner_none_prunes_nothing(sweep_args, tmp_path):
-    slow = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 1e-6}"
-    args = sweep_args + ["sweep.pruner=none", "sweep.n_trials=2", "sweep.startup_trials=1", "train.eval_steps=5",
-                         *LR_SPACE, f"sweep.enqueue=[{GOOD},{slow}]"]
-    proc = sweep(args)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    study = load(f"sqlite:///{tmp_path / 'study.db'}")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    lagging = study.trials[1]
-    assert lagging.user_attrs["steps"] == 20 and lagging.value > study.trials[0].value
-
-
 def wait_for(predicate, timeout=300, every=0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -462,12 +450,20 @@ def test_storage_password_is_never_shown_or_written(sweep_args, tmp_path, postgr
     optuna.delete_study(study_name=name, storage=url)
 
 
-def test_task_metric_as_the_objective(sweep_args, tmp_path):
+def test_task_metric_as_the_objective_and_pruner_none(sweep_args, tmp_path):
     """sweep.objective=price_mae: the study ranks trials by the price error of what they generate on
-    held-out rows; pruning still compares eval losses."""
-    proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.objective=price_mae", "tracking.mode=disabled"])
+    held-out rows; trials still report eval losses. And sweep.pruner=none prunes nothing: a crawling
+    trial that the percentile pruner would cut after a one-trial start trains to its end."""
+    slow = "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 1e-6}"
+    proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.objective=price_mae", "tracking.mode=disabled",
+                               "sweep.pruner=none", "sweep.startup_trials=1", "train.eval_steps=5", *LR_SPACE,
+                               f"sweep.enqueue=[{GOOD},{slow}]"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    lagging = study.trials[1]
+    assert lagging.user_attrs["steps"] == 20 and lagging.user_attrs["eval_loss"] > study.trials[0].user_attrs["eval_loss"]
+    assert lagging.intermediate_values[5] > study.trials[0].intermediate_values[5]  # what the percentile pruner cuts
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert complete and all(t.value == t.user_attrs["price_mae"] and t.user_attrs["eval_loss"] > 0
                             and 0 <= t.user_attrs["price_within_20"] <= 1 for t in complete)
