@@ -157,17 +157,25 @@ def test_make_sweep_end_to_end(sweep_args, tmp_path):
     assert rewritten.name.split("-", 3)[3] == summary_dir.name.split("-", 3)[3] == f"summary-{summary_id}"
 
 
-def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
+def test_diverging_trial_is_pruned_on_postgres_whose_password_is_never_shown(sweep_args, tmp_path, postgres_password):
+    """A diverging trial stops at its first eval; and the storage URL's password appears in no output
+    and no file the sweep writes (job files, leaderboard, W&B runs), yet the trials reach the study."""
     name = f"prune-{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres:{postgres_password}@127.0.0.1:5432/test"
     enqueue = f"sweep.enqueue=[{GOOD},{GOOD[:-1]}, lora_dropout: 0.15}}," \
               "{lora_r: 8, lora_alpha: 16, lora_dropout: 0.1, quant_bits: 4, learning_rate: 3.0}]"
     enqueue = enqueue.replace("lora_dropout: 0.1, quant_bits: 4, learning_rate: 0.004, lora_dropout: 0.15",
                               "lora_dropout: 0.15, quant_bits: 4, learning_rate: 0.004")
-    args = sweep_args + [f"sweep.storage={POSTGRES}", f"sweep.study_name={name}", "sweep.n_trials=3",
+    args = sweep_args + [f"sweep.storage={url}", f"sweep.study_name={name}", "sweep.n_trials=3",
                          "sweep.startup_trials=2", "train.eval_steps=5", *LR_SPACE, enqueue]
     proc = sweep(args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    study = load(POSTGRES, name)
+    assert postgres_password not in proc.stdout + proc.stderr
+    assert "storage postgresql://postgres:***@127.0.0.1:5432/test" in proc.stdout
+    written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
+    assert any(p.name == "job.json" for p in written) and any(p.name == "leaderboard.txt" for p in written)
+    assert [p for p in written if postgres_password.encode() in p.read_bytes()] == []
+    study = load(url, name)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED], proc.stdout
     bad = study.trials[2]
@@ -182,7 +190,7 @@ def test_diverging_trial_is_pruned_on_postgres(sweep_args, tmp_path):
     assert run.summary["state"] == "pruned" and run.summary["pruned_at_step"] == stopped_at
     assert "eval/loss" in run.summary and "eval_loss" not in run.summary  # one name (its value may be inf: diverged)
     assert max(h.get("train/global_step", 0) for h in run.history) == stopped_at
-    optuna.delete_study(study_name=name, storage=POSTGRES)
+    optuna.delete_study(study_name=name, storage=url)
 
 
 def wait_for(predicate, timeout=300, every=0.5):
@@ -434,20 +442,6 @@ def postgres_password():
         yield secret
     finally:
         psql(f"ALTER ROLE postgres PASSWORD '{before}'" if before else "ALTER ROLE postgres PASSWORD NULL")
-
-
-def test_storage_password_is_never_shown_or_written(sweep_args, tmp_path, postgres_password):
-    name = f"secret-{uuid.uuid4().hex[:8]}"
-    url = f"postgresql://postgres:{postgres_password}@127.0.0.1:5432/test"
-    proc = sweep(sweep_args + [f"sweep.storage={url}", f"sweep.study_name={name}", "sweep.n_trials=1"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert postgres_password not in proc.stdout + proc.stderr
-    assert "storage postgresql://postgres:***@127.0.0.1:5432/test" in proc.stdout
-    written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
-    assert any(p.name == "job.json" for p in written) and any(p.name == "leaderboard.txt" for p in written)
-    assert [p for p in written if postgres_password.encode() in p.read_bytes()] == []
-    assert load(url, name).trials[0].state == TrialState.COMPLETE  # the worker reached the study all the same
-    optuna.delete_study(study_name=name, storage=url)
 
 
 def test_task_metric_as_the_objective_and_pruner_none(sweep_args, tmp_path):
