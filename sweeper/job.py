@@ -26,6 +26,7 @@ class Job:
     threads: int | None = None      # torch threads, on a CPU slot
     prune: bool = True              # False: a re-check run, trained to its end whatever its losses
     pause_at: int | None = None     # sweep.pruner=asha: stop once this step's checkpoint is saved (a rung)
+    spare_follows: bool = False     # a new spare imports the stack beside this trial, on its slot's cores
 
     def write(self) -> Path:
         """Lay the job into its trial folder (stale outputs of an earlier attempt removed); returns job.json."""

@@ -237,7 +237,7 @@ class SweepLoop:
         shown = {**values, RECHECK_OF: recheck[0], SEED: recheck[1]} if recheck else values  # its W&B config
         job = Job(folder, s.public_overrides, overrides, shown, trial_id=trial._trial_id,
                   memory_share=memory_share(s, slot.device), threads=slot.device.threads, prune=recheck is None,
-                  pause_at=pause_at)
+                  pause_at=pause_at, spare_follows=keep_spare)
         handle = self.executor.submit(job, slot, self.trials_storage, keep_spare)
         self.running[(slot.device.name, slot.index)] = Running(trial, handle, slot, folder, time.monotonic(),
                                                                slot.device.slots)

@@ -127,6 +127,29 @@ def trial_callback(trial, progress: Progress, meter=None, pause_at: int | None =
     return ReportAndPrune()
 
 
+def yield_a_core(threads: int, seconds: float):
+    """A callback that trains on one thread fewer until `seconds` have passed, then on `threads`.
+    The slot's next spare imports the stack (one core, busy) beside the trial's first seconds;
+    torch's threads wait for each other at every op, so one of them sharing a core with the import
+    stalls them all: 70 steps of the demo model trained in 22 s on 2 threads, 10 s on 1 (2 cores,
+    2026-12-04). `seconds`: how long this process's own imports took, as a spare, on this machine."""
+    import torch
+    from transformers import TrainerCallback
+
+    torch.set_num_threads(threads - 1)
+    until = time.monotonic() + seconds
+
+    class YieldACore(TrainerCallback):
+        done = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if not self.done and time.monotonic() >= until:
+                torch.set_num_threads(threads)
+                self.done = True
+
+    return YieldACore()
+
+
 def cap_memory(share: dict | None) -> None:
     """This trial's share of its device, enforced here so a wrong estimate costs this trial only:
     PyTorch's allocator cap on a GPU; for tests on CPU, an address-space limit above what this
@@ -159,6 +182,9 @@ def probe(settings, progress: Progress, trial_dir: Path) -> dict:
     if torch.cuda.is_available():  # PyTorch's view, for comparison with the driver's (sampled by the sweep)
         facts["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
     return {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"], "facts": facts}
+
+
+PRELOADED_IN = {"s": 0.0}  # how long this process's preload took, while it was a spare
 
 
 def preload() -> None:
@@ -244,13 +270,16 @@ def run_job(job: Job, storage_url: str) -> dict:
 
     meter = cost_meter()
     callback = trial_callback(trial, progress, meter, job.pause_at)
+    callbacks = [callback]
+    if job.threads and job.threads > 1 and job.spare_follows:
+        callbacks.append(yield_a_core(job.threads, PRELOADED_IN["s"]))
     # As this process sees it: the device the sweep gave its slot.
     facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
         facts["resumed_from_step"] = int(settings.resume_from_checkpoint.name.rsplit("-", 1)[1])
     mark("configured")
     try:
-        metrics = run_trial(settings, [callback], extra_config={"trial": {"number": trial.number, **job.values}},
+        metrics = run_trial(settings, callbacks, extra_config={"trial": {"number": trial.number, **job.values}},
                             meter=meter)
         result = {"state": "complete", "value": metrics[s.objective], "steps": metrics["steps"]}
         facts.update({k: metrics[k] for k in ("eval_loss", "price_mae", "price_within_20") if k in metrics})
@@ -276,7 +305,9 @@ def run_job(job: Job, storage_url: str) -> dict:
 def main(parent_pid: int) -> int:
     die_with_parent(parent_pid)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    started = time.monotonic()
     preload()
+    PRELOADED_IN["s"] = time.monotonic() - started
     line = sys.stdin.readline().strip()
     if not line:  # the sweep ended without needing this spare
         return 0

@@ -158,3 +158,24 @@ def test_cpu_threads_keep_to_the_cores_slurm_granted(monkeypatch):
     assert cpu_cores() == mask
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "")
     assert cpu_cores() == mask
+
+
+def test_a_trial_yields_a_core_while_its_slots_next_spare_imports():
+    """One thread fewer for as long as a spare's imports took, then every thread the slot has."""
+    import time
+
+    import torch
+
+    from sweeper.worker import yield_a_core
+
+    before = torch.get_num_threads()
+    try:
+        callback = yield_a_core(2, 0.3)
+        assert torch.get_num_threads() == 1
+        callback.on_step_end(None, None, None)
+        assert torch.get_num_threads() == 1  # the spare is still importing
+        time.sleep(0.35)
+        callback.on_step_end(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

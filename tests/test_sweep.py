@@ -175,6 +175,10 @@ def test_diverging_trial_is_pruned_on_postgres_whose_password_is_never_shown(swe
     written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
     assert any(p.name == "job.json" for p in written) and any(p.name == "leaderboard.txt" for p in written)
     assert [p for p in written if postgres_password.encode() in p.read_bytes()] == []
+    # The next trial's spare imports beside trials 0 and 1, which yield it a core meanwhile; none follows the last.
+    jobs = [json.loads((tmp_path / "sweep" / "trials" / str(n) / "job.json").read_text()) for n in range(3)]
+    cores = len(os.sched_getaffinity(0))
+    assert [(j["threads"], j["spare_follows"]) for j in jobs] == [(cores, True), (cores, True), (cores, False)]
     study = load(url, name)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED], proc.stdout
