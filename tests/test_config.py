@@ -101,6 +101,19 @@ def test_unknown_override_is_one_line():
     assert "lora.rnak" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("overrides,says", [
+    (["train.lr=1"], "override='train.lr=1': train has no key 'lr'; its keys: effective_batch_size, eval_steps, "),
+    (["search.learning_rate.hi=3"], "override='search.learning_rate.hi=3': search.learning_rate has no key 'hi': "
+                                    "did you mean high?"),
+    # sweep.dir is part of 'sweep.direction': the error named the good override, given first.
+    (["sweep.dir=/tmp/x", "sweep.direction=up"], "override='sweep.direction=up': sweep has no key 'direction': "),
+])
+def test_a_key_its_section_lacks_is_named_with_the_keys_it_has(overrides, says):
+    with pytest.raises(ConfigError) as err:
+        compose_config(overrides)
+    assert str(err.value).startswith(says) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("override,says", [
     ("sweep.enqueue={lora_r: 16}", "this key holds a list; write the value as one, e.g. [{...}]"),
 ])

@@ -54,9 +54,38 @@ def compose_config(overrides: list[str]) -> DictConfig:
                        "ASCII letters, digits and -_./ (key='a value')")
             named = [o for o in overrides if o in first_line(e)]
         else:
-            named = [o for o in overrides if o.split("=")[0].lstrip("+~") in message]
-            message += merge_hint(e)
+            # The override Hydra quotes, before one whose key is only part of it (sweep.dir in 'sweep.direction').
+            named = sorted((o for o in overrides if _key(o) in message), key=lambda o: f"'{_key(o)}'" not in message)
+            hint = merge_hint(e)
+            unknown = unknown_key_hint(named[0], overrides) if "is not in struct" in hint and named else ""
+            message = unknown or message + hint
         raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None
+
+
+def _key(override: str) -> str:
+    return override.split("=")[0].lstrip("+~")
+
+
+def unknown_key_hint(override: str, overrides: list[str]) -> str:
+    """For a key its section lacks (Hydra: "Key 'lr' is not in struct"): the closest keys the section
+    has, or all of them."""
+    import difflib
+
+    section, _, name = _key(override).rpartition(".")
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[o for o in overrides if o != override])
+    except (HydraException, OmegaConfBaseException):
+        return ""
+    node = OmegaConf.select(cfg, section) if section else cfg
+    if not isinstance(node, DictConfig) or name in node:
+        return ""
+    keys = sorted(str(k) for k in node.keys())
+    close = difflib.get_close_matches(name, keys, n=3, cutoff=0.5)
+    where = section or "the config"
+    if close:
+        return f"{where} has no key {name!r}: did you mean {' or '.join(close)}?"
+    return f"{where} has no key {name!r}; its keys: {', '.join(keys)}"
 
 
 def merge_hint(e: Exception) -> str:
