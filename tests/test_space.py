@@ -100,6 +100,7 @@ def test_real_study_samples_inside_the_ranges():
     ({"x": {"type": "float", "low": 0.1, "high": 0.1, "target": "lora.dropout"}}, "search.x"),
     ({"x": {"type": "uniform", "low": 0, "high": 1, "target": "lora.dropout"}}, "search.x.type"),
     ({"x": {"type": "categorical", "choices": [], "target": "lora.r"}}, "search.x.choices"),
+    ({"x": {"type": "categorical", "choices": [8, 16, 8], "target": "lora.r"}}, "search.x.choices"),
     ({"x": {"type": "float", "low": 0, "high": 1, "log": True, "target": "train.learning_rate"}}, "search.x.low"),
     ({"x": {"type": "categorical", "choices": [8]}}, "search.x.target"),
     ({"x": {"type": "tied", "of": "y", "factor": 2, "target": "lora.alpha"}}, "search.x.of"),
@@ -108,6 +109,12 @@ def test_bad_space_names_the_key(spec, key):
     with pytest.raises(ConfigError) as err:
         parse_space(spec)
     assert err.value.key == key
+
+
+def test_a_choice_given_twice_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_space({"x": {"type": "categorical", "choices": [8, 16, 8], "target": "lora.r"}})
+    assert str(err.value) == "search.x.choices=[8, 16, 8]: each value once (8 is there twice)"
 
 
 def test_enqueued_values_are_checked_against_the_space():

@@ -60,6 +60,10 @@ def _param(name: str, spec: Any) -> Param:
             raise ConfigError(f"{key}.choices", choices, "a non-empty list")
         if not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
             raise ConfigError(f"{key}.choices", choices, "numbers, strings, booleans or null")
+        seen = [repr(c) for c in choices]
+        twice = [c for i, c in enumerate(choices) if seen[i] in seen[:i]]
+        if twice:  # a repeat would weigh its value twice in the start and run it twice in a grid
+            raise ConfigError(f"{key}.choices", choices, f"each value once ({twice[0]!r} is there twice)")
         return Param(name, kind, target, choices=tuple(choices), prior=_prior(key, spec.get("prior"), choices=choices))
     if kind == "tied":
         if spec.get("prior") is not None:
