@@ -95,11 +95,12 @@ def main(argv: list[str]) -> int:
     import optuna
 
     from sweeper.settings import sweep_settings
-    from sweeper.study import build_storage
+    from sweeper.study import build_storage, check_study_exists
     from trainers.settings import ConfigError
 
     try:
         s = sweep_settings(argv, check_values=False)
+        check_study_exists(s)
         study = optuna.load_study(study_name=s.study_name, storage=build_storage(s))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -124,10 +124,11 @@ def _study_name(name) -> None:
                           "digits, '_', '.' and '-', not starting with '.' or '-' (no '/', '..' or spaces)")
 
 
-def _int(raw: dict, key: str, minimum: int) -> int:
+def _int(raw: dict, key: str, minimum: int, maximum: int | None = None) -> int:
     value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"sweep.{key}", value, f"a whole number >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
+        raise ConfigError(f"sweep.{key}", value, f"a whole number >= {minimum}" if maximum is None else
+                          f"a whole number from {minimum} to {maximum}")
     return value
 
 
@@ -250,7 +251,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         trial_timeout=_optional_int(raw, "trial_timeout", 1), devices=parse_devices(raw.get("devices")),
         trials_per_device=parse_trials_per_device(raw.get("trials_per_device")),
         debug_device_memory_mb=_optional_int(raw, "debug_device_memory_mb", 1),
-        dashboard_port=_int(raw, "dashboard_port", 1), final_report=raw["final_report"], quiet=raw["quiet"],
+        dashboard_port=_int(raw, "dashboard_port", 1, 65535), final_report=raw["final_report"], quiet=raw["quiet"],
         launcher=raw["launcher"],
         slurm=parse_slurm(raw.get("slurm") or {}), objective=objective, enqueue=enqueue,
         recheck_top=_int(raw, "recheck_top", 1), recheck_seeds=_int(raw, "recheck_seeds", 0),

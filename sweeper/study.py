@@ -3,6 +3,7 @@ sampler and pruner the settings name, heartbeats so trials of a dead sweep are r
 import copy
 import json
 import warnings
+from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -56,6 +57,14 @@ def fail_lost_trials(study: optuna.Study) -> None:
             continue  # another sweep process failed it first, and retries it
         if callback is not None:
             callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+def check_study_exists(s: SweepSettings) -> None:
+    """For the commands that only read a study (make report, follow, dashboard): a SQLite file that
+    is not there is refused, not created empty (with its folder) by opening it."""
+    if s.storage.startswith("sqlite:///") and not Path(s.storage.removeprefix("sqlite:///")).exists():
+        raise ConfigError("sweep.storage", s.storage_shown, f"no study {s.study_name!r} there yet (no such file): "
+                          "run make sweep with the same ARGS first")
 
 
 def build_storage(s: SweepSettings, connections: int | None = None):

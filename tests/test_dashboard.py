@@ -88,3 +88,21 @@ def test_dashboard_on_a_busy_port_names_the_key(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""  # no "Listening on ..." before the refusal
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: sweep.dashboard_port={port}: 127.0.0.1:{port} is taken") and "sweep.dashboard_port=" in line
+
+
+def test_the_commands_that_read_a_study_refuse_one_that_is_not_there(tmp_path, capsys):
+    """make report, follow and dashboard on a study never run: one line, exit 2, and no empty
+    SQLite file or study folder left behind by opening it (a later make sweep would find them)."""
+    from sweeper.follow import main as follow
+    from sweeper.results.__main__ import main as report
+    from sweeper.results.dashboard import main as dashboard
+
+    args = [f"sweep.output_root={tmp_path / 'out'}", "sweep.study_name=never-run"]
+    for command in (report, follow, dashboard):
+        assert command(args) == 2, command
+        err = capsys.readouterr().err
+        assert err == (f"error: sweep.storage='sqlite:///{tmp_path / 'out' / 'never-run' / 'study.db'}': no study "
+                       "'never-run' there yet (no such file): run make sweep with the same ARGS first\n"), command
+    assert list(tmp_path.iterdir()) == []
+    assert dashboard(["sweep.dashboard_port=99999"]) == 2
+    assert capsys.readouterr().err == "error: sweep.dashboard_port=99999: a whole number from 1 to 65535\n"

@@ -9,10 +9,12 @@ def main(argv: list[str]) -> int:
 
     from sweeper.results.report import final_report
     from sweeper.settings import sweep_settings
+    from sweeper.study import check_study_exists
     from trainers.settings import ConfigError
 
     try:
         s = sweep_settings(argv, check_values=False)
+        check_study_exists(s)
         study = optuna.load_study(study_name=s.study_name, storage=s.storage)
     except (ConfigError, KeyError) as e:
         print(f"error: {e if isinstance(e, ConfigError) else f'no study {s.study_name!r} in {s.storage_shown}'}",

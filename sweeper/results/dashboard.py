@@ -1,17 +1,16 @@
 """`make dashboard` (`python -m sweeper.results.dashboard [overrides]`): the sweep's study storage served by
 optuna-dashboard on 127.0.0.1:sweep.dashboard_port, the same overrides picking the same study."""
 import sys
-from pathlib import Path
 
 from trainers.settings import ConfigError
 
 
 def storage_to_serve(argv: list[str]):
     from sweeper.settings import sweep_settings
+    from sweeper.study import check_study_exists
 
     s = sweep_settings(argv, check_values=False)
-    if s.storage.startswith("sqlite:///") and not Path(s.storage.removeprefix("sqlite:///")).exists():
-        raise ConfigError("sweep.storage", s.storage_shown, "no study there yet: run make sweep with the same ARGS first")
+    check_study_exists(s)
     return s
 
 
