@@ -67,6 +67,13 @@ def test_empty_split(short_trial, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: data.train_split=") and "empty" in err[0]
 
 
+def test_an_output_dir_that_cannot_be_written_is_one_line(short_trial, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err = run_main(short_trial + [f"output_dir={blocker / 'run'}"], capsys)
+    assert (code, err) == (2, [f"error: output_dir='{blocker / 'run'}': cannot be written: Not a directory"])
+
+
 def test_cli_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "trainers", "lora.dropout=1.5", f"output_dir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

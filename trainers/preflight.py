@@ -10,6 +10,22 @@ from trainers.settings import ConfigError, ModelSettings, TrainSettings, first_l
 WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json")
 
 
+def check_output_dir(path: Path) -> None:
+    """A file is written (and removed) where the trial's output folder is or would be created, before
+    anything loads and without creating it: a folder the disk refuses was a FileNotFoundError or
+    PermissionError stack trace from inside os.makedirs, after the model had loaded."""
+    import tempfile
+
+    at = path
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=at, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError("output_dir", str(path), f"cannot be written: {e.strerror or first_line(e)}") from None
+
+
 def check_model_exists(model: ModelSettings) -> None:
     """Fail in one line, before any weights load, when the model is neither local nor reachable."""
     from transformers import AutoConfig

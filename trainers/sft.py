@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
-from trainers.preflight import check_model_exists, check_structure, check_trainer_names
+from trainers.preflight import check_model_exists, check_output_dir, check_structure, check_trainer_names
 from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
 from trainers.targets import resolve
 from trainers.tracking import finish_run, start_run
@@ -189,6 +189,7 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
         raise ConfigError("train.per_device_train_batch_size", "auto",
                           "decided by a sweep, which measures memory (make sweep); one trial needs a whole number")
     start = time.monotonic()
+    check_output_dir(s.output_dir)
     meter = meter or cost_meter()
     tokenizer, train, evals = prepare_inputs(s)
     mark("data_loaded")
