@@ -167,6 +167,12 @@ def test_final_report_ranks_trials_and_says_what_mattered(tmp_path):
     (said,) = [line for line in report if line.startswith("what mattered")]  # 4 points: too few, and it says so
     assert said.startswith("what mattered: too few trials to say") and "this study has 4" in said
     assert (tmp_path / "best").resolve() == tmp_path / "t2"
+    # t2 holds no adapter (as if deleted): said, not shown as the adapter to load; once there, shown.
+    assert f"best adapter: missing: {tmp_path / 't2'} holds no adapter (deleted or moved?); the rerun below trains " \
+           "it again" in report
+    (tmp_path / "t2" / "adapter_config.json").write_text("{}")
+    assert f"best adapter: {tmp_path / 't2'}  (also {tmp_path / 'best'}, with a model card: " \
+           f"{tmp_path / 'best' / 'README.md'})" in final_report(study, s).splitlines()
 
 
 def listing(folder):

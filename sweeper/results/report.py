@@ -203,10 +203,12 @@ def final_report(study, s: SweepSettings) -> str:
                                                           verdict or None))
         which = f" (the winner's best seed, {best.user_attrs[SEED]})" if SEED in best.user_attrs else \
             (" (the winner, from its search run)" if checked else "")
+        kept = f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})" \
+            if (adapter / "adapter_config.json").exists() else \
+            f"best adapter: missing: {adapter} holds no adapter (deleted or moved?); the rerun below trains it again"
         text += [*verdict, f"best: trial {best.number}{which}, {s.objective} {best.value:.4f}: "
                            f"{format_values(trial_values(best, s))}",
-                 f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})",
-                 f"rerun it alone: {rerun}"]
+                 kept, f"rerun it alone: {rerun}"]
         text += what_mattered(study, s.objective)
     else:
         text.append("no trial completed yet")
