@@ -5,9 +5,9 @@ commit"."""
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from trainers.paths import existing, write_refused
 from trainers.settings import ConfigError
 
 # errno values that mean "this disk will not take the write", whatever the file.
@@ -37,23 +37,12 @@ def state_of(path: Path) -> str | None:
     return None
 
 
-def existing(path: Path) -> Path:
-    """The path, or its nearest folder that exists: where a write under it lands."""
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_writable(folder: Path, key: str, value) -> None:
     """Write a file where folder is (or would be created), as a trial will; one line naming the key
     if the disk refuses. Nothing is left behind."""
-    at = existing(folder)
-    try:
-        with tempfile.NamedTemporaryFile(dir=at, prefix=".write-check-"):
-            pass
-    except OSError as e:
-        raise ConfigError(key, value, f"cannot be written: {describe_error(e, at) or e.strerror}") from None
+    e = write_refused(folder)
+    if e is not None:
+        raise ConfigError(key, value, f"cannot be written: {describe_error(e, existing(folder)) or e.strerror}")
 
 
 def check_sqlite(path: Path, shown: str) -> None:

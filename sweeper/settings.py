@@ -126,7 +126,8 @@ def _study_name(name) -> None:
 
 def _int(raw: dict, key: str, minimum: int, maximum: int | None = None) -> int:
     value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
         raise ConfigError(f"sweep.{key}", value, f"a whole number >= {minimum}" if maximum is None else
                           f"a whole number from {minimum} to {maximum}")
     return value

@@ -184,9 +184,6 @@ def probe(settings, progress: Progress, trial_dir: Path) -> dict:
     return {"state": "complete", "value": metrics["eval_loss"], "steps": metrics["steps"], "facts": facts}
 
 
-PRELOADED_IN = {"s": 0.0}  # how long this process's preload took, while it was a spare
-
-
 def preload() -> None:
     """The imports that cost ~8 s per trial on 2 CPU cores (peft pulls in bitsandbytes), done
     while the spare waits. Importing them here initialises CUDA, as it must in a trial process."""
@@ -234,7 +231,7 @@ def disk_problem(e: BaseException) -> str | None:
     return None
 
 
-def run_job(job: Job, storage_url: str) -> dict:
+def run_job(job: Job, storage_url: str, preloaded_s: float = 0.0) -> dict:
     """Run one trial job (or memory probe) in this process and write its result.json; returns it.
     storage_url: the study's storage, or its sweep process's proxy (grpc://host:port). An exception
     other than the trial's own out of memory propagates: the trial failed."""
@@ -272,7 +269,7 @@ def run_job(job: Job, storage_url: str) -> dict:
     callback = trial_callback(trial, progress, meter, job.pause_at)
     callbacks = [callback]
     if job.threads and job.threads > 1 and job.spare_follows:
-        callbacks.append(yield_a_core(job.threads, PRELOADED_IN["s"]))
+        callbacks.append(yield_a_core(job.threads, preloaded_s))  # the next spare's imports take about as long
     # As this process sees it: the device the sweep gave its slot.
     facts = {"resumed_from_step": 0, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
     if settings.resume_from_checkpoint is not None:
@@ -307,7 +304,7 @@ def main(parent_pid: int) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     started = time.monotonic()
     preload()
-    PRELOADED_IN["s"] = time.monotonic() - started
+    preloaded_s = time.monotonic() - started
     line = sys.stdin.readline().strip()
     if not line:  # the sweep ended without needing this spare
         return 0
@@ -315,7 +312,7 @@ def main(parent_pid: int) -> int:
     handed = json.loads(line)  # {"job": path, "storage": url}: the URL may hold a password, so no file has it
     job = Job.read(Path(handed["job"]))
     redirect_output(job.trial_dir / "trial.log")
-    run_job(job, handed["storage"])
+    run_job(job, handed["storage"], preloaded_s)
     # Everything is saved, W&B finished: skip the interpreter's teardown (~1.5 s of freeing a
     # trained model's objects), which the sweep would otherwise wait for before the next trial.
     sys.stdout.flush()

@@ -23,3 +23,24 @@ def local_or_hub(name_or_path: str) -> str:
     a relative one only loads from the same working directory); a hub id as it is."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.exists() else name_or_path
+
+
+def existing(path: Path) -> Path:
+    """The path, or its nearest folder that exists: where a write under it lands."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_refused(folder: Path) -> OSError | None:
+    """Why a file cannot be written where folder is (or would be created), or None; it writes one
+    and removes it, and creates no folder."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing(folder), prefix=".write-check-"):
+            pass
+    except OSError as e:
+        return e
+    return None

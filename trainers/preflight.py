@@ -4,6 +4,7 @@ imports peft or bitsandbytes, which initialise CUDA: the sweep process runs them
 import functools
 from pathlib import Path
 
+from trainers.paths import write_refused
 from trainers.settings import ConfigError, ModelSettings, TrainSettings, first_line
 
 # A local folder is a model only with weights in it (config.json alone builds nothing).
@@ -11,19 +12,11 @@ WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin
 
 
 def check_output_dir(path: Path) -> None:
-    """A file is written (and removed) where the trial's output folder is or would be created, before
-    anything loads and without creating it: a folder the disk refuses was a FileNotFoundError or
-    PermissionError stack trace from inside os.makedirs, after the model had loaded."""
-    import tempfile
-
-    at = path
-    while not at.exists() and at != at.parent:
-        at = at.parent
-    try:
-        with tempfile.NamedTemporaryFile(dir=at, prefix=".write-check-"):
-            pass
-    except OSError as e:
-        raise ConfigError("output_dir", str(path), f"cannot be written: {e.strerror or first_line(e)}") from None
+    """Before anything loads, and without creating it: a folder the disk refuses was a
+    FileNotFoundError or PermissionError stack trace from inside os.makedirs, after the model had loaded."""
+    e = write_refused(path)
+    if e is not None:
+        raise ConfigError("output_dir", str(path), f"cannot be written: {e.strerror or first_line(e)}")
 
 
 def check_model_exists(model: ModelSettings) -> None:

@@ -197,14 +197,15 @@ def final_report(study, s: SweepSettings) -> str:
             # Relative (trials/<n>): the study's folder can be moved, copied or mounted elsewhere.
             link.symlink_to(os.path.relpath(adapter, link.parent) if adapter.is_absolute() else adapter)
         rerun = rerun_command(best, s)
-        if (adapter / "adapter_config.json").exists():
+        saved = (adapter / "adapter_config.json").exists()
+        if saved:
             finished = sum(t.state in ORDER and t.state != TrialState.FAIL for t in search_trials(trials))
             (adapter / "README.md").write_text(model_card(best, trial_values(best, s), s, finished, rerun, link,
                                                           verdict or None))
         which = f" (the winner's best seed, {best.user_attrs[SEED]})" if SEED in best.user_attrs else \
             (" (the winner, from its search run)" if checked else "")
         kept = f"best adapter: {adapter}  (also {link}, with a model card: {link / 'README.md'})" \
-            if (adapter / "adapter_config.json").exists() else \
+            if saved else \
             f"best adapter: missing: {adapter} holds no adapter (deleted or moved?); the rerun below trains it again"
         text += [*verdict, f"best: trial {best.number}{which}, {s.objective} {best.value:.4f}: "
                            f"{format_values(trial_values(best, s))}",
