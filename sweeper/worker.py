@@ -194,6 +194,9 @@ def preload() -> None:
         import wandb.sdk.launch.inputs.internal  # noqa: F401  (wandb 0.31's path; a later one may move it)
     except ImportError:
         pass
+    from trainers.bnb_import import import_bitsandbytes
+
+    import_bitsandbytes()  # before peft and trl import it their way
     import optuna
     import peft  # noqa: F401
     import wandb  # noqa: F401

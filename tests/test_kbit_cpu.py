@@ -89,3 +89,32 @@ def test_without_workaround_the_grads_are_wrong(tiny_model):
     off on some CPUs) or drops them entirely (p.grad is None on an AMD EPYC), both counted here."""
     grads, ref = lora_grads_after_eval(tiny_model, workaround=False)
     assert max(relative_errors(grads, ref).values()) > 0.1
+
+
+def test_bitsandbytes_compiles_a_kernel_on_its_first_call_not_at_import():
+    """trainers.bnb_import: bitsandbytes' import-time torch.compile (which builds inductor's backend,
+    ~1.5 s per trial process) is deferred to the kernel's first call, with the same options, once."""
+    import subprocess
+    import sys
+
+    from trainers.bnb_import import _deferred
+
+    calls = []
+
+    def compile_(fn, **options):
+        calls.append(options)
+        return lambda *args: fn(*args) + 1  # "compiled": tells its results from the plain function's
+
+    double = _deferred(compile_)(lambda x: x * 2, dynamic=False)
+    triple = _deferred(compile_)(dynamic=False)(lambda x: x * 3)  # the decorator form
+    assert calls == []
+    assert (double(2), double(3), triple(1)) == (5, 7, 4)
+    assert calls == [{"dynamic": False}] * 2
+    assert _deferred(torch.compile)(lambda x: x.sin() + 1, backend="eager")(torch.zeros(2)).tolist() == [1.0, 1.0]
+
+    code = ("import sys, torch; compile_ = torch.compile\n"
+            "from trainers.bnb_import import import_bitsandbytes\n"
+            "bnb = import_bitsandbytes()\n"
+            "print(torch.compile is compile_, 'torch._inductor.compile_fx' in sys.modules, bnb is sys.modules['bitsandbytes'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "True"]
