@@ -253,7 +253,9 @@ def main(argv: list[str]) -> int:
 
 def cli() -> None:
     """The qlora-sweep command (an installed package's `python -m sweeper`)."""
-    sys.exit(main(sys.argv[1:]))
+    from trainers.exit import exit_now
+
+    exit_now(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

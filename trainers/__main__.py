@@ -35,7 +35,9 @@ def main(argv: list[str]) -> int:
 
 def cli() -> None:
     """The qlora-trial command of an installed package."""
-    sys.exit(main(sys.argv[1:]))
+    from trainers.exit import exit_now
+
+    exit_now(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":
