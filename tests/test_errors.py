@@ -193,3 +193,13 @@ def test_trainer_names_read_from_source_are_transformers_own():
     assert enum_names(*ENUMS["train.optim"]) == tuple(n.value for n in OptimizerNames)
     assert enum_names(*ENUMS["train.lr_scheduler_type"]) == tuple(n.value for n in SchedulerType)
 
+
+
+@pytest.mark.parametrize("name, says", [("notes.md", "is a '.md' file"), ("rows", "is a file without an extension")])
+def test_a_file_of_no_dataset_format_is_named_as_such(short_trial, tmp_path, capsys, name, says):
+    """It was called missing ("no such file or folder"), which sent the user looking for the wrong fault."""
+    path = tmp_path / name
+    path.write_text('{"prompt": "a", "completion": "b"}\n')
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and err == [f"error: data.name_or_path='{path}': {says}; allowed: a .jsonl/.json/.csv/.parquet "
+                                 "file, a local folder or a hub dataset id"]

@@ -84,6 +84,10 @@ def _load(data: DataSettings, cache_dir: Path):
             return load_dataset(str(path), data.config_name, cache_dir=str(cache_dir))
         except Exception as e:  # a folder with no data files, or files datasets cannot parse
             raise ConfigError(key, data.name_or_path, f"is not a dataset folder ({first_line(e)[:160]})") from None
+    if path.is_file():  # a file, but not one of the formats the name says
+        what = f"is a {path.suffix!r} file" if path.suffix else "is a file without an extension"
+        raise ConfigError(key, data.name_or_path, f"{what}; allowed: a .jsonl/.json/.csv/.parquet file, a local "
+                          "folder or a hub dataset id")
     if data.name_or_path.startswith((".", "/", "~")) or path.suffix:
         raise ConfigError(key, data.name_or_path, "no such file or folder; allowed: a hub dataset id, "
                           "a local folder, or a .jsonl/.json/.csv/.parquet file")

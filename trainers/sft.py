@@ -8,7 +8,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainers.bnb_import import import_bitsandbytes
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
@@ -191,7 +190,6 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
                           "decided by a sweep, which measures memory (make sweep); one trial needs a whole number")
     start = time.monotonic()
     check_output_dir(s.output_dir)
-    import_bitsandbytes()  # before the model's quantization or trl's peft import it, which costs more
     meter = meter or cost_meter()
     tokenizer, train, evals = prepare_inputs(s)
     mark("data_loaded")
