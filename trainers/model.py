@@ -59,7 +59,7 @@ def _say_what_quantization_missed(model, bits: int) -> None:
 
 def load_base_model(model: ModelSettings, quant: QuantSettings, gradient_checkpointing: bool):
     """from_pretrained (hub id or folder), quantized as asked, prepared for k-bit training."""
-    import_bitsandbytes()  # first: transformers' quantizer, peft and trl would import it the slow way
+    import_bitsandbytes()  # first (a no-op after run_trial's): transformers' quantizer and peft import it the slow way
     import torch
     from transformers import AutoModelForCausalLM
 

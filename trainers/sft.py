@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from trainers.bnb_import import import_bitsandbytes
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
@@ -190,6 +191,7 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
                           "decided by a sweep, which measures memory (make sweep); one trial needs a whole number")
     start = time.monotonic()
     check_output_dir(s.output_dir)
+    import_bitsandbytes()  # the cost meter's TrainerCallback imports peft, which imports it the slow way
     meter = meter or cost_meter()
     tokenizer, train, evals = prepare_inputs(s)
     mark("data_loaded")
