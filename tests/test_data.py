@@ -38,6 +38,8 @@ def test_every_source_loads_prompt_completion(name, tmp_path):
     train, evals, fmt = load_splits(settings(path), tmp_path / "cache")
     assert fmt == "prompt_completion" and len(evals) == 8 and len(train) == 32
     assert set(train.column_names) == {"prompt", "completion"}
+    # A CSV's "12.00" is typed as a number by datasets; the tokenizer takes text only.
+    assert all(isinstance(v, str) for v in [*train["completion"], *evals["completion"]])
 
 
 def test_saved_folder_eval_split(tmp_path):

@@ -55,7 +55,8 @@ def test_columns_mapping_fixes_it(short_trial, tmp_path):
 
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     s = trial_settings(compose_config(short_trial + [f"data.name_or_path={path}",
-                                                     "data.columns={prompt: question, completion: answer}"]))
+                                                     "data.columns={prompt: question, completion: answer}",
+                                                     "data.metric=null"]))  # its answers hold no price to judge
     train, evals, fmt = load_splits(s.data, tmp_path / "cache")
     assert fmt == "prompt_completion" and len(train) + len(evals) == 10
 
@@ -122,6 +123,8 @@ def test_a_broken_jsonl_line_is_named_by_its_line_number(short_trial, tmp_path, 
      "has 3 row(s) whose completion is null in {path} (the first: line 2); fill or drop them"),
     ([{"prompt": "a", "completion": ""}, {"prompt": "c", "completion": "  "}] * 3,
      "has no row with a non-empty completion in {path}: nothing to learn"),
+    ([{"prompt": ["a", "b"], "completion": "c"}] * 6,  # the tokenizer's ValueError, mid-trial
+     'has 6 row(s) whose prompt is not text in {path} (the first: line 1: ["a", "b"]); make it a string'),
 ])
 def test_rows_a_trial_cannot_learn_from_are_refused_before_any_trial(rows, says, short_trial, tmp_path, capsys):
     import json
@@ -203,3 +206,14 @@ def test_a_file_of_no_dataset_format_is_named_as_such(short_trial, tmp_path, cap
     code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
     assert code == 2 and err == [f"error: data.name_or_path='{path}': {says}; allowed: a .jsonl/.json/.csv/.parquet "
                                  "file, a local folder or a hub dataset id"]
+
+
+def test_a_task_metric_with_no_row_to_judge_is_refused_before_training(short_trial, tmp_path, capsys):
+    """The demo data's data.metric=price stays set when only data.name_or_path changes: on rows with
+    no number in their completion the trial trained, then died in the metric (ZeroDivisionError)."""
+    path = write_jsonl(tmp_path / "words.jsonl", [{"prompt": f"Say {i}:", "completion": " hello"} for i in range(8)])
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and err == [f"error: data.metric='price': judges the number in each eval row's completion, and "
+                                 f"none of the 4 it would use in {path} holds one; allowed: null (data.metric=null: "
+                                 "eval loss only) or rows whose completion is a price"]
+    assert not (tmp_path / "run").exists()

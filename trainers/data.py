@@ -1,5 +1,6 @@
 """Loads a trial's dataset with `datasets.load_dataset` (hub id, local folder or file), checks its
 schema and splits it into train and a fixed, seeded eval subset."""
+import json
 from pathlib import Path
 
 from trainers.paths import ARTIFACTS
@@ -135,7 +136,8 @@ def load_splits(data: DataSettings, cache_dir: Path):
         raise ConfigError("data.metric", data.metric, f"generates after each prompt, so it needs prompt/completion rows "
                           f"(these are {fmt}; data.response_template splits a text column)")
     keep = list(SCHEMAS[fmt])
-    train = train.select_columns(keep)
+    ds = numbers_as_text(ds, keep)
+    train = ds[data.train_split].select_columns(keep)
     if len(train) == 0:
         raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path}")
     check_rows(train, fmt, data.train_split, data)
@@ -151,9 +153,40 @@ def load_splits(data: DataSettings, cache_dir: Path):
         if len(evals) == 0:
             raise ConfigError("data.eval_split", data.eval_split, f"is empty in {data.name_or_path}")
         evals = evals.shuffle(seed=data.seed).select(range(min(data.eval_size, len(evals))))
+    check_metric_rows(evals, data)
     if data.max_train_samples is not None:
         train = train.shuffle(seed=data.seed).select(range(min(data.max_train_samples, len(train))))
     return train, evals, fmt
+
+
+def numbers_as_text(ds, columns: list[str]):
+    """A column of numbers where text belongs, as a CSV file of prices gives its completions (datasets
+    types "12.00" as 12.0), becomes text: the tokenizer takes strings only, and died on them mid-trial."""
+    from datasets import DatasetDict, Value
+
+    def as_text(split):
+        for column in columns:
+            feature = split.features.get(column)
+            if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
+                split = split.cast_column(column, Value("string"))
+        return split
+
+    return DatasetDict({name: as_text(split) for name, split in ds.items()})
+
+
+def check_metric_rows(evals, data: DataSettings) -> None:
+    """The task metric judges the eval rows it generates on after training: with none it can judge,
+    the trial died there (ZeroDivisionError), its training spent. data.metric=price, the demo data's,
+    stays set when only data.name_or_path changes."""
+    if data.metric != "price":
+        return
+    from trainers.metrics import parse_price
+
+    rows = evals.select(range(min(data.metric_rows, len(evals))))
+    if not any(parse_price(c) is not None for c in rows["completion"]):
+        raise ConfigError("data.metric", data.metric, f"judges the number in each eval row's completion, and none of "
+                          f"the {len(rows)} it would use in {data.name_or_path} holds one; allowed: null "
+                          "(data.metric=null: eval loss only) or rows whose completion is a price")
 
 
 def _blank(value) -> bool:
@@ -182,10 +215,17 @@ def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
     learned = {"prompt_completion": "completion", "text": "text", "messages": "messages"}[fmt]
     values = split[learned]
     for column in SCHEMAS[fmt]:
-        nulls = [i for i, v in enumerate(split[column] if column != learned else values) if v is None]
+        column_values = split[column] if column != learned else values
+        nulls = [i for i, v in enumerate(column_values) if v is None]
         if nulls:
             raise ConfigError(key, name, f"has {len(nulls)} row(s) whose {column} is null in {data.name_or_path} "
                               f"(the first: {_row_at(nulls[0], data)}); fill or drop them")
+        if column != "messages":  # a list or a mapping where text belongs: the tokenizer's ValueError, mid-trial
+            other = [i for i, v in enumerate(column_values) if not isinstance(v, str)]
+            if other:
+                raise ConfigError(key, name, f"has {len(other)} row(s) whose {column} is not text in "
+                                  f"{data.name_or_path} (the first: {_row_at(other[0], data)}: "
+                                  f"{json.dumps(column_values[other[0]])[:40]}); make it a string")
     if fmt == "messages":
         empty = [i for i, m in enumerate(values) if not m or all(_blank(turn.get("content")) for turn in m
                                                                  if isinstance(turn, dict))]
