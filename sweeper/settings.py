@@ -133,6 +133,20 @@ def _int(raw: dict, key: str, minimum: int, maximum: int | None = None) -> int:
     return value
 
 
+def _check_sqlite_file(storage: str) -> None:
+    """SQLite URLs that cannot hold a study, refused before sqlalchemy's messages about them (an
+    in-memory one failed on the pool's max_overflow; a folder was "unable to open database file")."""
+    if not storage.startswith("sqlite:"):
+        return
+    path = storage.split("sqlite:///", 1)[1].split("?", 1)[0] if storage.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        raise ConfigError("sweep.storage", storage, "an in-memory database, which the trial processes cannot "
+                          "see and which ends with the sweep; allowed: a file, sqlite:///path/to/study.db")
+    if Path(path).expanduser().is_dir():
+        raise ConfigError("sweep.storage", storage, f"{path} is a folder; allowed: a file, e.g. "
+                          f"sqlite:///{path.rstrip('/')}/study.db")
+
+
 def _seed(value) -> int:
     """null means 0; otherwise what numpy's generators take (Optuna's QMC sampler seeds one with it)."""
     if value is None:
@@ -244,6 +258,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     if raw["launcher"] == "slurm" and storage.startswith("sqlite"):
         raise ConfigError("sweep.storage", hide_password(storage), "sweep.launcher=slurm needs a database server "
                           "every node reaches, e.g. postgresql://user@host/db (SQLite is a file on one machine)")
+    _check_sqlite_file(storage)
     s = SweepSettings(
         study_name=raw["study_name"], storage=storage, dir=sweep_dir, n_trials=n_trials, sampler=raw["sampler"],
         pruner=raw["pruner"], startup_trials=startup, seed=_seed(raw.get("seed")),

@@ -86,6 +86,10 @@ def build_storage(s: SweepSettings, connections: int | None = None):
 def storage_hint(url: str, e: Exception) -> str:
     """What to do when the URL names a database the installed drivers cannot reach."""
     text = first_line(e)
+    if url.startswith("sqlite:///") and "unable to open database file" in text:
+        folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser().parent
+        if not folder.is_dir():
+            return f"; its folder {folder} does not exist: create it, or name a file in a folder that does"
     if url.startswith("mysql") and "DB access module" in text:
         return ("; MySQL and MariaDB need a driver this project does not install: pip install PyMySQL, then a "
                 "mysql+pymysql://user@host/database URL")

@@ -87,12 +87,22 @@ def test_varying_batch_is_allowed_without_pruning():
 
 
 @pytest.mark.parametrize("url,says", [
-    ("sqlite:////nonexistent-dir/deeper/study.db", ""), ("postgresql://postgres@127.0.0.1:1/test", ""),
+    ("sqlite:////nonexistent-dir/deeper/study.db", "its folder /nonexistent-dir/deeper does not exist"),
+    ("postgresql://postgres@127.0.0.1:1/test", ""),
     ("mysql://root@127.0.0.1/test", "pip install PyMySQL, then a mysql+pymysql://"),  # MariaDB runs beside
     ("redis://127.0.0.1:6379", "allowed: sqlite:///path/to/study.db, postgresql://"), ("notaurl", "allowed: sqlite:///")])
 def test_storage_that_cannot_be_opened(url, says, sweep_args, capsys):
     line = refused(sweep_args + [f"sweep.storage={url}"], capsys)
     assert line.startswith(f"error: sweep.storage='{url}': cannot be opened") and says in line
+
+
+@pytest.mark.parametrize("url,says", [
+    ("sqlite:///", "an in-memory database, which the trial processes cannot see"),  # was sqlalchemy's max_overflow
+    ("sqlite:///:memory:", "an in-memory database, which the trial processes cannot see"),
+    ("sqlite:///{tmp}", "{tmp} is a folder; allowed: a file, e.g. sqlite:///{tmp}/study.db")])
+def test_sqlite_url_that_names_no_file_is_refused(url, says, sweep_args, tmp_path, capsys):
+    url, says = url.format(tmp=tmp_path), says.format(tmp=tmp_path)
+    assert refused(sweep_args + [f"sweep.storage={url}"], capsys).startswith(f"error: sweep.storage='{url}': {says}")
 
 
 def test_existing_study_with_other_direction_is_left_alone(sweep_args, tmp_path, capsys):
