@@ -209,6 +209,11 @@ def test_bad_input_leaves_an_existing_study_and_its_folder_alone(override, sweep
 def test_storage_password_hidden_in_the_error(sweep_args, capsys):
     line = refused(sweep_args + ["sweep.storage=postgresql://postgres:hunter2@127.0.0.1:1/test"], capsys)
     assert line.startswith("error: sweep.storage='postgresql://postgres:***@127.0.0.1:1/test': cannot be opened")
+    # An '=' in the URL's query is not Hydra's grammar: its parser's error quoted the whole override, password too.
+    line = refused(sweep_args + ["sweep.storage=postgresql://postgres:hunter2@127.0.0.1:1/test?sslmode=require"], capsys)
+    assert line == ("error: override='sweep.storage=postgresql://postgres:***@127.0.0.1:1/test?sslmode=require': "
+                    "mismatched input '=' expecting <EOF>; quote a value holding spaces, '=' or brackets as a whole "
+                    "(key='a=b' or key='[1, 2]')")
 
 
 @pytest.mark.parametrize("url,shown", [

@@ -1,5 +1,6 @@
 """Hydra's Compose API over the project's conf/: the one place a config is composed. Hydra's own
 command line answers --help, --cfg and --info."""
+import re
 import sys
 from pathlib import Path
 
@@ -41,6 +42,12 @@ def check_group_choices(overrides: list[str]) -> None:
             raise ConfigError(group, value, f"a config group: name one of its options ({', '.join(options)})")
 
 
+# Hydra's parser on an override its grammar does not take (its lexer's errors are handled apart).
+GRAMMAR = re.compile(r"mismatched input|no viable alternative|extraneous input|missing .* at ")
+# A URL's password (sweep.storage=postgresql://user:secret@host/db), never printed.
+PASSWORD = re.compile(r"(://[^:/@\s']*:)[^@\s']*@")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """conf/config.yaml plus Hydra overrides; a bad override becomes a one-line ConfigError."""
     check_group_choices(overrides)
@@ -53,13 +60,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
             message = ("Hydra cannot read this override: quote a value holding spaces or characters other than "
                        "ASCII letters, digits and -_./ (key='a value')")
             named = [o for o in overrides if o in first_line(e)]
+        elif GRAMMAR.search(message):  # the same, found by the parser: '=' in a URL's query, a split value
+            message += "; quote a value holding spaces, '=' or brackets as a whole (key='a=b' or key='[1, 2]')"
+            named = [o for o in overrides if o == getattr(e, "override", None)]  # OverrideParseException's
         else:
             # The override Hydra quotes, before one whose key is only part of it (sweep.dir in 'sweep.direction').
             named = sorted((o for o in overrides if _key(o) in message), key=lambda o: f"'{_key(o)}'" not in message)
             hint = merge_hint(e)
             unknown = unknown_key_hint(named[0], overrides) if "is not in struct" in hint and named else ""
             message = unknown or message + hint
-        raise ConfigError("override", named[0] if named else " ".join(overrides), message) from None
+        value = named[0] if named else " ".join(overrides)
+        raise ConfigError("override", PASSWORD.sub(r"\1***@", value), PASSWORD.sub(r"\1***@", message)) from None
 
 
 def _key(override: str) -> str:
