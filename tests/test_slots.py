@@ -168,7 +168,9 @@ def test_ctrl_c_during_the_memory_probe_says_so_in_one_line(sweep_args, tmp_path
 def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
     """sweep.devices=[3, 5]: one slot each, started with CUDA_VISIBLE_DEVICES=3 and =5. This machine
     has no GPU: a stand-in nvidia-smi on PATH lists GPUs 3 and 5 (so the ids are accepted), and the
-    trials train on the CPU; what matters is what each process was given."""
+    trials train on the CPU; what matters is what each process was given. With sweep.pruner=asha:
+    the two configurations pause at step 2, one on each device, and the better one goes on from its
+    checkpoint on whichever device is free."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\ncase \"$*\" in *query-gpu*) "
@@ -176,12 +178,19 @@ def test_gpu_ids_reach_the_trial_processes(sweep_args, tmp_path):
     (bin_dir / "nvidia-smi").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     proc = sweep(sweep_args + ["sweep.n_trials=2", "sweep.devices=[3,5]", "sweep.trials_per_device=1",
-                               "tracking.mode=disabled", "train.max_steps=4", "train.eval_steps=2"], env=env)
+                               "tracking.mode=disabled", "train.max_steps=4", "train.eval_steps=2",
+                               "sweep.pruner=asha", "sweep.asha_eta=2"], env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slots: gpu3 x1, gpu5 x1" in proc.stdout
     trials = load(f"sqlite:///{tmp_path / 'study.db'}").trials
     seen = {t.user_attrs["device"]: t.user_attrs["visible_devices"] for t in trials}
     assert seen == {"gpu3": "3", "gpu5": "5"}
+    firsts, (leg,) = trials[:2], trials[2:]
+    assert sorted(t.user_attrs["device"] for t in firsts) == ["gpu3", "gpu5"]
+    assert all(t.state == TrialState.PRUNED and t.user_attrs["paused_at"] == 2 for t in firsts)
+    best = min(firsts, key=lambda t: t.intermediate_values[2])
+    assert leg.state == TrialState.COMPLETE and leg.user_attrs["continued_from"] == best.number
+    assert (leg.user_attrs["resumed_from_step"], leg.user_attrs["first_step"]) == (2, 3)
     # Without the stand-in the driver lists nothing: a GPU id that is not there is refused before
     # the study is touched, where it used to train on the CPU under a GPU's name.
     refused = sweep(sweep_args + ["sweep.devices=[0]", "sweep.study_name=t2"])
