@@ -2,7 +2,7 @@
 produce (none imports peft, so this process never initialises CUDA)."""
 from pathlib import Path
 
-from sweeper.settings import SweepSettings
+from sweeper.settings import SweepSettings, sqlite_file
 from trainers.preflight import check_structure, check_trainer_names
 from trainers.settings import ConfigError
 
@@ -34,8 +34,8 @@ def check_disk(s: SweepSettings) -> None:
     from sweeper.disk import check_room, check_sqlite, check_writable
 
     check_writable(s.dir, "sweep.dir", str(s.dir))
-    if s.storage.startswith("sqlite:///"):
-        check_sqlite(Path(s.storage.removeprefix("sqlite:///")), s.storage_shown)
+    if sqlite_file(s.storage):
+        check_sqlite(Path(sqlite_file(s.storage)), s.storage_shown)
     check_room(s.dir, trial_bytes(s), "sweep.dir", str(s.dir))
 
 

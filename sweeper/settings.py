@@ -133,12 +133,20 @@ def _int(raw: dict, key: str, minimum: int, maximum: int | None = None) -> int:
     return value
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite storage URL names ('' or ':memory:' for an in-memory database), or None for
+    another database."""
+    if not url.startswith("sqlite:"):
+        return None
+    return url.removeprefix("sqlite:///").split("?", 1)[0] if url.startswith("sqlite:///") else ""
+
+
 def _check_sqlite_file(storage: str) -> None:
     """SQLite URLs that cannot hold a study, refused before sqlalchemy's messages about them (an
     in-memory one failed on the pool's max_overflow; a folder was "unable to open database file")."""
-    if not storage.startswith("sqlite:"):
+    path = sqlite_file(storage)
+    if path is None:
         return
-    path = storage.split("sqlite:///", 1)[1].split("?", 1)[0] if storage.startswith("sqlite:///") else ""
     if path in ("", ":memory:"):
         raise ConfigError("sweep.storage", storage, "an in-memory database, which the trial processes cannot "
                           "see and which ends with the sweep; allowed: a file, sqlite:///path/to/study.db")

@@ -9,7 +9,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from sweeper.settings import SweepSettings
+from sweeper.settings import SweepSettings, sqlite_file
 from sweeper.search.strategy import build_pruner, build_sampler
 from trainers.settings import ConfigError, first_line
 
@@ -62,7 +62,7 @@ def fail_lost_trials(study: optuna.Study) -> None:
 def check_study_exists(s: SweepSettings) -> None:
     """For the commands that only read a study (make report, follow, dashboard): a SQLite file that
     is not there is refused, not created empty (with its folder) by opening it."""
-    if s.storage.startswith("sqlite:///") and not Path(s.storage.removeprefix("sqlite:///")).exists():
+    if sqlite_file(s.storage) and not Path(sqlite_file(s.storage)).exists():
         raise ConfigError("sweep.storage", s.storage_shown, f"no study {s.study_name!r} there yet (no such file): "
                           "run make sweep with the same ARGS first")
 
@@ -86,8 +86,8 @@ def build_storage(s: SweepSettings, connections: int | None = None):
 def storage_hint(url: str, e: Exception) -> str:
     """What to do when the URL names a database the installed drivers cannot reach."""
     text = first_line(e)
-    if url.startswith("sqlite:///") and "unable to open database file" in text:
-        folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser().parent
+    if sqlite_file(url) and "unable to open database file" in text:
+        folder = Path(sqlite_file(url)).expanduser().parent
         if not folder.is_dir():
             return f"; its folder {folder} does not exist: create it, or name a file in a folder that does"
     if url.startswith("mysql") and "DB access module" in text:
@@ -195,8 +195,8 @@ def storage_problem(e: BaseException, s: SweepSettings) -> str | None:
     while isinstance(cause, optuna.exceptions.StorageInternalError) and (cause.__cause__ or cause.__context__):
         cause = cause.__cause__ or cause.__context__
     said = first_line(getattr(cause, "orig", None) or cause)[:200]
-    if s.storage.startswith("sqlite:///"):
-        path = s.storage.removeprefix("sqlite:///")
+    path = sqlite_file(s.storage)
+    if path:
         state = state_of(path)
         if state is not None or isinstance(cause, OperationalError):
             return (f"the study database {path} can no longer be written" + (f": its disk is {state}" if state else "")

@@ -1,5 +1,4 @@
 """Builders for one trial's model: quantization config, the k-bit base model, the LoRA config."""
-from trainers.bnb_import import import_bitsandbytes
 from trainers.paths import local_or_hub
 from trainers.settings import LoraSettings, ModelSettings, QuantSettings
 
@@ -59,7 +58,6 @@ def _say_what_quantization_missed(model, bits: int) -> None:
 
 def load_base_model(model: ModelSettings, quant: QuantSettings, gradient_checkpointing: bool):
     """from_pretrained (hub id or folder), quantized as asked, prepared for k-bit training."""
-    import_bitsandbytes()  # first (a no-op after run_trial's): transformers' quantizer and peft import it the slow way
     import torch
     from transformers import AutoModelForCausalLM
 
