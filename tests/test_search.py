@@ -11,7 +11,7 @@ import pytest
 from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import parse_space, suggest
 from sweeper.search.start import design
-from sweeper.search.strategy import build_pruner, build_sampler, start_trials
+from sweeper.search.strategy import build_pruner, build_sampler, pruner_startup, start_trials
 from sweeper.settings import sweep_settings
 from trainers.settings import ConfigError
 
@@ -131,6 +131,12 @@ def test_start_is_sized_to_the_budget_and_named_samplers_build():
     flat = ["~search.lora_r.prior", "~search.lora_dropout.prior", "~search.learning_rate.prior", "sweep.n_trials=20"]
     assert start_trials(sweep_settings(flat, check_values=False)) == 3
     assert start_trials(sweep_settings(["sweep.startup_trials=2"], check_values=False)) == 2
+    # The pruner waits for Optuna's 5 finished trials where the start is shorter, unless the user set it.
+    assert pruner_startup(sweep_settings(flat, check_values=False)) == 5
+    assert pruner_startup(sweep_settings(["sweep.n_trials=20"], check_values=False)) == 6
+    assert pruner_startup(sweep_settings(["sweep.startup_trials=2"], check_values=False)) == 2
+    percentile = build_pruner(sweep_settings(flat, check_values=False)).inner
+    assert isinstance(percentile, optuna.pruners.PercentilePruner) and percentile._n_startup_trials == 5
     for name in ("auto", "tpe", "gp", "qmc", "random"):
         s = sweep_settings([f"sweep.sampler={name}", "sweep.enqueue=[]"], check_values=False)
         trials = first_trials(s, 3)
