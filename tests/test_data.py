@@ -48,6 +48,13 @@ def test_saved_folder_eval_split(tmp_path):
     assert len(train) == 40 and len(evals) == 5
 
 
+def test_an_eval_size_over_half_the_rows_is_capped_and_said(tmp_path, capsys):
+    path = write(tmp_path / "rows.jsonl", PC)
+    train, evals, _ = load_splits(settings(path, eval_size=500), tmp_path / "cache")
+    assert len(evals) == len(train) == 20
+    assert "data.eval_size=500: 20 of the 40 rows in 'train' held out for eval" in capsys.readouterr().out
+
+
 def test_text_and_messages_schemas(tmp_path):
     text = write(tmp_path / "text.jsonl", [{"text": f"line {i}", "meta": i} for i in range(20)])
     assert load_splits(settings(text), tmp_path / "c")[2] == "text"

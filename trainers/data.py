@@ -146,7 +146,11 @@ def load_splits(data: DataSettings, cache_dir: Path):
     if data.eval_split is None:
         if len(train) < 2:
             raise ConfigError("data.train_split", data.train_split, "needs at least 2 rows to hold out an eval subset")
-        split = train.train_test_split(test_size=min(data.eval_size, len(train) // 2), seed=data.seed)
+        held_out = min(data.eval_size, len(train) // 2)
+        if held_out < data.eval_size:  # the rest must stay to train on; said, as the eval loss is over fewer rows
+            print(f"data.eval_size={data.eval_size}: {held_out} of the {len(train)} rows in '{data.train_split}' held "
+                  f"out for eval (at most half; data.eval_split names a split of its own)", flush=True)
+        split = train.train_test_split(test_size=held_out, seed=data.seed)
         train, evals = split["train"], split["test"]
     else:
         evals = ds[data.eval_split].select_columns(keep)
