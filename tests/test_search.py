@@ -1,5 +1,6 @@
 """The search strategy (sweeper/search): priors as data, the start design they spread, the sampler
 that follows it, and distinct draws for sweep processes that share a study."""
+import math
 import queue
 import random
 import statistics
@@ -52,6 +53,22 @@ def test_the_start_follows_the_priors():
     # its median is near the centre, where a uniform start's would be the range's middle (2e-3).
     assert 3e-3 < statistics.median(rates) < 5.5e-3
     assert design(s.space, 30, seed=0) == points and design(s.space, 30, seed=1) != points
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_first_start_point_is_the_priors_mode_and_the_rest_keep_their_strata(seed):
+    s = sweep_settings(["sweep.n_trials=6"], check_values=False)
+    points = design(s.space, 5, seed=seed)
+    # rank: the heaviest weight; dropout and rate: the centres; bits (equal weights): no mode, drawn
+    assert {k: points[0][k] for k in ("lora_r", "lora_dropout", "learning_rate")} == \
+        {"lora_r": 32, "lora_dropout": 0.1, "learning_rate": pytest.approx(4e-3)}
+    ranks = [p["lora_r"] for p in points]
+    assert sorted(ranks) == [8, 16, 16, 32, 32]  # shares 1 : 2 : 3 of five, as without the mode
+    flat = ["~search.lora_r.prior", "~search.lora_dropout.prior", "~search.learning_rate.prior"]
+    s = sweep_settings(flat, check_values=False)
+    lr = {p.name: p for p in s.space}["learning_rate"]
+    strata = sorted(int(5 * math.log(p["learning_rate"] / lr.low) / math.log(lr.high / lr.low)) for p in design(s.space, 5, seed))
+    assert strata == [0, 1, 2, 3, 4]  # no prior, no mode: one point in each fifth of the (log) range
 
 
 def _ask_and_tell(storage: str, name: str, sampler: str, n: int, out) -> None:
