@@ -124,7 +124,7 @@ def describe(s) -> str:
         model = {"tpe": "TPE (multivariate, constant liar)", "gp": "a Gaussian process (Optuna's GPSampler)"}[model_of(s)]
         n = start_trials(s)
         what = (f"{n} trial{'s' if n != 1 else ''} spread over the space"
-                + (f" by the priors ({'; '.join(priors)})" if priors else "")
+                + (f" by the priors ({'; '.join(priors)}), the first on their modes" if priors else "")
                 + (f", then {model}" if n < s.n_trials else ""))
     pruner = "no pruning" if s.pruner == "none" else f"the {s.pruner} pruner"
     if s.pruner == "asha":
