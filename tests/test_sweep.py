@@ -277,47 +277,13 @@ def worker_of(sweep_pid: int, trial_dir) -> int:
     raise AssertionError(f"no worker writes {trial_dir}")
 
 
-def test_killed_trial_resumes_from_its_checkpoint_exactly(sweep_args, tmp_path):
-    """kill -9 the moment the checkpoint-20 folder appears (of 40 steps); the rerun's retry trains from
-    step 21 and ends with the same eval loss, step by step, as an uninterrupted run of the same
-    values. (The folder appears only once the checkpoint is whole: the retry may trust it.)"""
-    args = sweep_args + ["sweep.n_trials=1", "train.max_steps=40", "train.eval_steps=10", "tracking.mode=disabled",
-                         "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    trial0 = tmp_path / "sweep" / "trials" / "0"
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for(lambda: (trial0 / "checkpoint-20").exists(), every=0.02)
-    worker = worker_of(proc.pid, trial0)
-    os.kill(worker, signal.SIGSTOP)  # frozen at step ~21, before the checkpoint at 30
-    os.kill(proc.pid, signal.SIGKILL)  # the worker dies with it (PR_SET_PDEATHSIG), stopped or not
-    proc.wait()
-    wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=10)
-    assert not (trial0 / "checkpoint-30").exists()
-
-    resumed = sweep(args)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "trial 1 ▸" in resumed.stdout and "(retry of trial 0), resuming from checkpoint-20" in resumed.stdout
-    killed, retry = load(url).trials
-    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_from_step"] == 20 and retry.user_attrs["first_step"] == 21
-    assert retry.user_attrs["steps"] == 40
-    assert not list(trial0.glob("checkpoint-*")) and not list(trial0.parent.glob("1/checkpoint-*"))
-
-    clean = [a for a in args if not a.startswith(("sweep.dir=", "sweep.storage="))]
-    reference = sweep(clean + [f"sweep.dir={tmp_path / 'ref'}", f"sweep.storage=sqlite:///{tmp_path / 'ref.db'}"])
-    assert reference.returncode == 0, reference.stdout[-3000:]
-    (uninterrupted,) = load(f"sqlite:///{tmp_path / 'ref.db'}").trials
-    assert uninterrupted.params == retry.params and uninterrupted.user_attrs["first_step"] == 1
-    assert retry.value == uninterrupted.value  # exactly: CPU training is deterministic, resume included
-    assert retry.intermediate_values == uninterrupted.intermediate_values  # 10 and 20 inherited, 30 and 40 its own
-
-
 def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill(sweep_args, tmp_path):
     """sweep.pruner=asha, rungs at 10 and 30: three configurations pause at step 10 (their checkpoints
     kept, their processes gone); the best is continued from its checkpoint, not from step 0. kill -9
-    the sweep while that continuation trains (checkpoint-20 written): the rerun retries it from
-    step 21, and it ends with exactly the eval losses of one uninterrupted run of its values."""
+    the sweep while that continuation trains (the moment its checkpoint-20 folder appears, which is
+    only once the checkpoint is whole): the rerun's retry trains from step 21 and ends with exactly
+    the eval losses of one uninterrupted run of its values. This is also the resume test of a plain
+    retry: a retry after a kill takes the same path, whatever the trial it repeats."""
     args = sweep_args + ["sweep.pruner=asha", "sweep.asha_eta=3", "sweep.n_trials=3", "train.max_steps=30", "train.eval_steps=10",
                          "tracking.mode=disabled", "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -334,6 +300,7 @@ def test_asha_continues_the_best_paused_trial_from_its_checkpoint_through_a_kill
 
     resumed = sweep(args)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "(retry of trial 3), resuming from checkpoint-20" in resumed.stdout, resumed.stdout[-3000:]
     study = load(url)
     paused, killed, retry = study.trials[:3], study.trials[3], study.trials[4]
     assert [t.state for t in paused] == [TrialState.PRUNED] * 3 and all(t.user_attrs["paused_at"] == 10 for t in paused)
@@ -383,6 +350,8 @@ def test_a_trial_killed_from_outside_runs_again_from_its_checkpoint(sweep_args, 
     assert "out of memory" not in reason and "not retried" not in out
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params  # the baseline's values
     assert retry.user_attrs["resumed_from_step"] >= 20 and retry.user_attrs["first_step"] > 20
+    assert retry.user_attrs["steps"] == 40 and ", resuming from checkpoint-" in out
+    assert not list(trial0.glob("checkpoint-*")) and not list(trial0.parent.glob("1/checkpoint-*"))  # done: removed
     assert "was killed from outside the sweep: its values run again" in out
 
 
