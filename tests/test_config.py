@@ -6,6 +6,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from sweeper.search.space import candidate_values
 from trainers.config import CONF_DIR, compose_config
 from trainers.settings import ConfigError, trial_settings
 
@@ -170,3 +171,22 @@ def test_version(command, tmp_path):
     proc = subprocess.run([sys.executable, "-m", command, "--version"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "qlora-sweep 0.1.0"
+
+
+@pytest.mark.parametrize("space", ["search=qlora", "search=qlora_modules"])
+def test_each_candidate_is_checked_as_hydra_composes_it(space):
+    """The sweep checks each choice and range end on a copy of its own composition with the key
+    set (sweeper.settings._with_value); the trial settings are those Hydra composes with it."""
+    import dataclasses
+
+    from sweeper.settings import sweep_settings
+
+    def same(t):  # output_dir holds the time of composition
+        return dataclasses.replace(t, output_dir=None, resolved={**t.resolved, "output_dir": None})
+
+    s = sweep_settings([space])
+    assert len(s.candidates) >= 9
+    for (key, value, trial), p in zip(s.candidates, [p for p in s.space for _ in candidate_values(p)]):
+        text = "null" if value is None else str(value)
+        assert key == f"search.{p.name}"
+        assert same(trial) == same(trial_settings(compose_config([space, f"{p.target}={text}"])))

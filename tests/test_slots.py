@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from conftest import ROOT
 from storage_stress import stress
 from sweeper.study import counts
-from test_sweep import POSTGRES, load, sweep, wait_for
+from test_sweep import POSTGRES, load, sweep, wait_for, worker_of
 from wandb_files import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -116,16 +116,19 @@ def test_asha_on_two_slots_continues_the_top_of_each_rung_once(sweep_args, tmp_p
 
 
 def test_kill_with_two_trials_running_retries_both(sweep_args, tmp_path):
-    # 150 steps: trial 0 (on the process started before the checks) must still be training when
-    # the second slot's process, which starts importing later, has begun trial 1; 40 were a race.
     args = sweep_args + ["sweep.n_trials=2", "sweep.trials_per_device=2", "tracking.mode=disabled",
-                         "sweep.heartbeat_interval=1", "sweep.grace_period=3", "train.max_steps=150"]
+                         "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     trials = tmp_path / "sweep" / "trials"
-    wait_for(lambda: all((trials / n / "progress.json").exists() for n in ("0", "1")))
-    os.kill(proc.pid, signal.SIGKILL)
+    # Trial 0 (on the process started before the checks) is frozen as it starts training, so it is
+    # still running when the second slot's process, which starts importing later, begins trial 1.
+    wait_for(lambda: (trials / "0" / "progress.json").exists()
+             and json.loads((trials / "0" / "progress.json").read_text())["phase"] == "training", every=0.02)
+    os.kill(worker_of(proc.pid, trials / "0"), signal.SIGSTOP)
+    wait_for(lambda: (trials / "1" / "progress.json").exists())
+    os.kill(proc.pid, signal.SIGKILL)  # a stopped worker dies with its sweep too (PR_SET_PDEATHSIG)
     proc.wait()
     assert [t.state for t in load(url).trials] == [TrialState.RUNNING] * 2
     time.sleep(1)
