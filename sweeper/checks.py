@@ -34,8 +34,8 @@ def check_disk(s: SweepSettings) -> None:
     from sweeper.disk import check_room, check_sqlite, check_writable
 
     check_writable(s.dir, "sweep.dir", str(s.dir))
-    if sqlite_file(s.storage):
-        check_sqlite(Path(sqlite_file(s.storage)), s.storage_shown)
+    if path := sqlite_file(s.storage):
+        check_sqlite(Path(path), s.storage_shown)
     check_room(s.dir, trial_bytes(s), "sweep.dir", str(s.dir))
 
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.slots import parse_devices, parse_trials_per_device
@@ -178,13 +178,14 @@ def _optional_int(raw: dict, key: str, minimum: int) -> int | None:
     return None if raw.get(key) is None else _int(raw, key, minimum)
 
 
+_ABSENT = object()
+
+
 def _with_value(cfg, overrides: list[str], target: str, value):
     """The composed config with one key set to a candidate value: a copy of the sweep's own
     composition with the key replaced (Hydra composes in ~0.25 s, and a space has ~9 candidates),
     or, where the key is not one the config holds, Hydra's own composition and its error."""
-    from omegaconf import open_dict
-
-    if OmegaConf.select(cfg, target, throw_on_missing=False, default="absent") != "absent":
+    if OmegaConf.select(cfg, target, throw_on_missing=False, default=_ABSENT) is not _ABSENT:
         out = cfg.copy()
         with open_dict(out):
             OmegaConf.update(out, target, value, merge=False)

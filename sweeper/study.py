@@ -62,7 +62,7 @@ def fail_lost_trials(study: optuna.Study) -> None:
 def check_study_exists(s: SweepSettings) -> None:
     """For the commands that only read a study (make report, follow, dashboard): a SQLite file that
     is not there is refused, not created empty (with its folder) by opening it."""
-    if sqlite_file(s.storage) and not Path(sqlite_file(s.storage)).exists():
+    if (path := sqlite_file(s.storage)) and not Path(path).exists():
         raise ConfigError("sweep.storage", s.storage_shown, f"no study {s.study_name!r} there yet (no such file): "
                           "run make sweep with the same ARGS first")
 
@@ -86,8 +86,8 @@ def build_storage(s: SweepSettings, connections: int | None = None):
 def storage_hint(url: str, e: Exception) -> str:
     """What to do when the URL names a database the installed drivers cannot reach."""
     text = first_line(e)
-    if sqlite_file(url) and "unable to open database file" in text:
-        folder = Path(sqlite_file(url)).expanduser().parent
+    if (path := sqlite_file(url)) and "unable to open database file" in text:
+        folder = Path(path).expanduser().parent
         if not folder.is_dir():
             return f"; its folder {folder} does not exist: create it, or name a file in a folder that does"
     if url.startswith("mysql") and "DB access module" in text:
