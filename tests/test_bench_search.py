@@ -147,6 +147,26 @@ def test_the_recheck_crowns_by_the_mean_over_unused_seeds():
     assert search.recheck(land, trials, 2, random.Random(0)) == (pytest.approx(0.8), 4 * 20)
 
 
+def test_each_landscape_replays_its_own_designs():
+    """Replay number k of two landscapes over one space starts from two different designs (shared
+    designs made the suite mean rest on --seeds draws), and the same landscape and k always from the
+    same one, so a run is reproducible."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import search
+    from landscapes import parse
+
+    from sweeper.search.start import design
+
+    record = lora_like()
+    a, b = parse(Path("a.json"), record), parse(Path("b.json"), record)
+    settings = {name: search.settings_for(search.DEFAULT, (), land, 6, 0) for name, land in (("a", a), ("b", b))}
+    assert settings["a"].seed == search.settings_for(search.DEFAULT, (), a, 6, 0).seed
+    assert settings["a"].seed != settings["b"].seed
+    assert settings["a"].space == settings["b"].space
+    first = {name: design(s.space, 3, s.seed) for name, s in settings.items()}
+    assert first["a"] != first["b"]
+
+
 def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps():
     """ASHA with continuation, replayed: rungs at the first eval step times 3**k, then the last; a
     configuration is continued when it ranks in the top third of its rung (rounded up once no new
