@@ -501,15 +501,33 @@ def export(study_name: str, storage: str) -> None:
     print(json.dumps(to_record(from_study(study, study_name)), indent=1))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are said in one line (argparse's own error prints the whole usage first)."""
+
+    def error(self, message):
+        sys.exit(f"bench/search.py: {message} (--help lists the options)")
+
+
+def positive(text: str) -> int:
+    """argparse's type for a count: a whole number of at least 1, else its one-line error."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return n
+
+
 def main():
     argv = sys.argv[1:]
     overrides = tuple(argv[argv.index("--") + 1:]) if "--" in argv else ()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--landscape", action="append", help="a landscape file (repeatable); default: the suite")
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seeds", type=positive, default=20, help="replays per landscape and budget (default 20)")
     ap.add_argument("--export", metavar="STUDY", help="print a finished grid study as a landscape file")
     ap.add_argument("--storage", help="the study's storage URL (with --export)")
-    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--jobs", type=positive, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--strategies", help=f"a comma-separated subset of: {', '.join(STRATEGIES)} (default: all)")
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -73,6 +73,16 @@ def test_a_bad_landscape_is_refused_in_one_line(tmp_path, change, says):
     assert len(err) == 1 and err[0].startswith(str(path)) and says in err[0], err
 
 
+@pytest.mark.parametrize("option", [("--seeds", "0"), ("--seeds", "x"), ("--jobs", "0")])
+def test_a_count_below_one_is_refused_in_one_line(tmp_path, option):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(lora_like()))
+    proc = run("--landscape", str(path), *option)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and f"argument {option[0]}: {option[1]!r} is not a whole number of at least 1" in err[0], err
+
+
 def test_a_bad_sampler_is_refused_like_any_other_sweep_setting(tmp_path):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps(lora_like()))
