@@ -494,11 +494,27 @@ def one_thread() -> None:
 def export(study_name: str, storage: str) -> None:
     import json
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sweeper.settings import sqlite_file
+    from trainers.settings import first_line
+
+    path = sqlite_file(storage)
+    if path and not Path(path).is_file():  # SQLAlchemy would create an empty database there
+        sys.exit(f"--storage: no database file {path}")
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         sys.exit(f"--export: no study named {study_name!r} in {storage}")
-    print(json.dumps(to_record(from_study(study, study_name)), indent=1))
+    except (SQLAlchemyError, ValueError, ImportError) as e:
+        sys.exit(f"--storage {storage}: cannot be opened ({first_line(e)})")
+    if len(study.directions) > 1:
+        sys.exit(f"--export: study {study_name!r} has {len(study.directions)} objectives; a landscape holds one "
+                 "value per configuration")
+    try:
+        print(json.dumps(to_record(from_study(study, study_name)), indent=1))
+    except LandscapeError as e:
+        sys.exit(str(e))
 
 
 class OneLineParser(argparse.ArgumentParser):

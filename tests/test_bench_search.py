@@ -92,6 +92,24 @@ def test_a_bad_sampler_is_refused_like_any_other_sweep_setting(tmp_path):
     assert len(err) == 1 and "sweep.sampler" in err[0] and "auto, tpe, gp, qmc, random, grid" in err[0], err
 
 
+def test_an_export_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    """No complete trial, two objectives, a database file that is not there (and is not created)."""
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.create_study(study_name="empty", storage=storage)
+    pair = optuna.create_study(study_name="pair", storage=storage, directions=["minimize", "minimize"])
+    trial = pair.ask()
+    trial.suggest_float("learning_rate", 1e-4, 1e-3, log=True)
+    pair.tell(trial, [1.0, 2.0])
+    missing = tmp_path / "missing.db"
+    for args, says in [(("empty", storage), "study 'empty' has no complete trial to export"),
+                       (("pair", storage), "study 'pair' has 2 objectives"),
+                       (("grid", f"sqlite:///{missing}"), f"--storage: no database file {missing}")]:
+        proc = run("--export", args[0], "--storage", args[1])
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(err) == 1 and says in err[0], err
+    assert not missing.exists()
+
+
 def test_a_finished_grid_study_exports_to_a_landscape(tmp_path):
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
     study = optuna.create_study(study_name="grid", storage=storage,
