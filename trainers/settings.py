@@ -227,10 +227,20 @@ def _data(cfg: DictConfig) -> DataSettings:
     _check(v["format"] in DATA_FORMATS, "data.format", v["format"], f"allowed: {', '.join(DATA_FORMATS)}")
     _check(v["build"] in (None, "synthetic_prices", "synthetic_tiers"), "data.build", v["build"],
            "allowed: synthetic_prices, synthetic_tiers or null")
+    for key, optional in (("train_split", False), ("eval_split", True), ("config_name", True)):
+        _check((optional and v[key] is None) or (isinstance(v[key], str) and v[key] != ""), f"data.{key}", v[key],
+               "a split name, or null" if key == "eval_split" else
+               "a split name, e.g. train" if key == "train_split" else "the dataset's configuration name, or null")
+    v["seed"] = _number(v, "data", "seed", int, 0, strict=False)
+    _check(v["seed"] < 2**32, "data.seed", v["seed"], "must be a whole number from 0 to 2**32 - 1 (numpy's seeds)")
     v["eval_size"] = _number(v, "data", "eval_size", int, 0)
     if v["max_train_samples"] is not None:
         v["max_train_samples"] = _number(v, "data", "max_train_samples", int, 0)
-    v["columns"] = dict(v["columns"] or {})  # null: the dataset already uses the format's names
+    columns = v["columns"] or {}  # null: the dataset already uses the format's names
+    _check(isinstance(columns, dict) and all(isinstance(k, str) and isinstance(c, str) and c for k, c in columns.items()),
+           "data.columns", v["columns"], "a mapping from the format's names to the dataset's columns, e.g. "
+           "{prompt: question}, or null")
+    v["columns"] = dict(columns)
     _check(v["metric"] in (None, *METRIC_NAMES), "data.metric", v["metric"], f"allowed: {', '.join(METRIC_NAMES)} or null")
     v["metric_rows"] = _number(v, "data", "metric_rows", int, 0)
     _check(v["response_template"] is None or (isinstance(v["response_template"], str) and v["response_template"]),
