@@ -138,6 +138,12 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 KIND_NAMES = {int: "a whole number", float: "a number"}
 
 
+def _flag(value: Any, key: str) -> bool:
+    """A true/false setting: a string like 'maybe' would be truthy and pass silently."""
+    _check(isinstance(value, bool), key, value, "true or false")
+    return value
+
+
 def _number(values: dict, section: str, key: str, kind: type, minimum: float, strict: bool = True):
     value = values[key]
     try:
@@ -176,6 +182,7 @@ def _lora(cfg: DictConfig) -> LoraSettings:
 
 def _train(cfg: DictConfig) -> TrainSettings:
     v = _section(cfg, "train", TrainSettings)
+    _flag(v["gradient_checkpointing"], "train.gradient_checkpointing")
     ints = ["per_device_eval_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps",
             "max_length", "save_steps"]
     for key in ints:
@@ -270,11 +277,12 @@ def _tracking(cfg: DictConfig) -> TrackingSettings:
 def trial_settings(cfg: DictConfig) -> TrialSettings:
     """Validate the composed config into TrialSettings; raises ConfigError on the first bad key."""
     model = ModelSettings(**_section(cfg, "model", ModelSettings))
+    _flag(model.trust_remote_code, "model.trust_remote_code")
     _check(isinstance(model.name_or_path, str) and model.name_or_path != "", "model.name_or_path",
            model.name_or_path, "a hub model id or a local model folder")
     _check(model.build in (None, "tiny"), "model.build", model.build, "allowed: tiny or null")
     q = _section(cfg, "quant", QuantSettings)
-    quant = QuantSettings(bits=parse_bits(q["bits"]), double_quant=bool(q["double_quant"]))
+    quant = QuantSettings(bits=parse_bits(q["bits"]), double_quant=_flag(q["double_quant"], "quant.double_quant"))
     trial_keys = {"model", "data", "train", "lora", "quant", "tracking", "output_dir", "cache_dir"}
     # Only the trial's own keys: the sweep's (search ranges relative to train.learning_rate, say)
     # are resolved and checked by the sweep.
