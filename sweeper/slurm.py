@@ -5,6 +5,7 @@ storage, filling its node's GPUs with K slots. SLURM requeues a preempted task (
 signals a task nearing its time limit, whose sweep then fails its running trials and has them
 retried at once (a task lost with its node: by heartbeat, after sweep.grace_period)."""
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,6 +51,24 @@ def _text(raw: dict, key: str):
     return None if value is None else str(value)
 
 
+# sbatch(1)'s forms: --time minutes, minutes:seconds, hours:minutes:seconds, days-hours,
+# days-hours:minutes, days-hours:minutes:seconds (or UNLIMITED); --mem a size with K, M, G or T
+# (megabytes without). Said before the study is touched, not by sbatch once it is.
+SLURM_FORMS = {
+    "time": (re.compile(r"(\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}|unlimited|infinite)", re.I),
+             'sbatch --time: minutes, "hours:minutes:seconds" or "days-hours[:minutes[:seconds]]", e.g. "04:00:00"'),
+    "mem": (re.compile(r"\d+[KMGT]?", re.I), "sbatch --mem: a size in megabytes, or with K, M, G or T, e.g. 64G"),
+}
+
+
+def _form(raw: dict, key: str):
+    value = _text(raw, key)
+    pattern, allowed = SLURM_FORMS[key]
+    if value is not None and not pattern.fullmatch(value.strip()):
+        raise ConfigError(f"sweep.slurm.{key}", raw.get(key), allowed)
+    return value
+
+
 def parse_slurm(raw: dict) -> SlurmSettings:
     from dataclasses import fields
 
@@ -64,8 +83,8 @@ def parse_slurm(raw: dict) -> SlurmSettings:
         raise ConfigError("sweep.slurm.follow", raw.get("follow"), "true or false")
     return SlurmSettings(
         workers=_count(raw, "workers", 1), gpus_per_worker=_count(raw, "gpus_per_worker", 0),
-        cpus_per_worker=_count(raw, "cpus_per_worker", 1, optional=True), mem=_text(raw, "mem"),
-        partition=_text(raw, "partition"), time=_text(raw, "time"), account=_text(raw, "account"),
+        cpus_per_worker=_count(raw, "cpus_per_worker", 1, optional=True), mem=_form(raw, "mem"),
+        partition=_text(raw, "partition"), time=_form(raw, "time"), account=_text(raw, "account"),
         extra=tuple(extra), signal_before_s=_count(raw, "signal_before_s", 1), follow=raw.get("follow", True))
 
 

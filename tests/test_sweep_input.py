@@ -55,6 +55,9 @@ def refused(argv, capsys):
     ("sweep.launcher=slurm", "sweep.storage"),                                  # SQLite: one machine's file
     ("sweep.slurm.workers=0", "sweep.slurm.workers"), ("sweep.slurm.gpus_per_worker=-1", "sweep.slurm.gpus_per_worker"),
     ("sweep.slurm.extra=[h100]", "sweep.slurm.extra"), ("sweep.slurm.signal_before_s=0", "sweep.slurm.signal_before_s"),
+    ("sweep.slurm.time=forever", "sweep.slurm.time"), ("sweep.slurm.time='1:2:3:4'", "sweep.slurm.time"),
+    ("sweep.slurm.mem=64GB", "sweep.slurm.mem"),
+    ("train.gradient_checkpointing=maybe", "train.gradient_checkpointing"), ("data.columns=[a]", "data.columns"),
 ])
 def test_bad_input_refused_before_training(override, key, sweep_args, tmp_path, capsys):
     line = refused(sweep_args + ["model.build=null", override], capsys)
@@ -74,6 +77,14 @@ def test_asha_rungs_that_make_no_sense_are_refused(overrides, key, says, sweep_a
     line = refused(sweep_args + ["model.build=null", "sweep.pruner=asha", *overrides], capsys)
     assert line.startswith(f"error: {key}=") and says in line, line
     assert not (tmp_path / "study.db").exists(), "refused before the storage was touched"
+
+
+def test_slurm_time_and_memory_in_sbatch_forms_are_taken():
+    from sweeper.slurm import parse_slurm
+
+    for time, mem in (("04:00:00", "64G"), (60, 4096), ("1-12", "512M"), ("2-00:30", "1T"), ("UNLIMITED", 0)):
+        c = parse_slurm({"workers": 2, "gpus_per_worker": 1, "signal_before_s": 120, "time": time, "mem": mem})
+        assert (c.time, c.mem) == (str(time), str(mem))
 
 
 def test_grid_needs_discrete_values(sweep_args, capsys):
