@@ -464,6 +464,15 @@ def describe(land: Landscape, notes: list[str]) -> str:
     return text + "".join(f"\n- {n}" for n in notes)
 
 
+def suite_se(regrets: list[float], seeds: int) -> float:
+    """The standard error of a suite mean: regrets are `seeds` runs per landscape, in landscape order,
+    each run independent of the others (study_seed); the landscapes are the suite's, not a sample."""
+    if seeds < 2:
+        return 0.0
+    per = [regrets[i:i + seeds] for i in range(0, len(regrets), seeds)]
+    return math.sqrt(sum(statistics.variance(r) / seeds for r in per)) / len(per)
+
+
 def worse_than_random(land: Landscape, runs: dict, seeds: int, budget: int) -> bool:
     """The default's mean regret above random's by more than twice the standard error of the difference."""
     d = [regret_after(land, runs[(DEFAULT, budget, s)], budget) for s in range(seeds)]
@@ -593,10 +602,11 @@ def main():
                 print("\n".join(lines))
                 rechecked[land.name] = shares
         print(f"\n### The {'files given' if a.landscape else 'suite'}: {len(lands)} landscapes x {a.seeds} seeds, "
-              "mean regret\n")
+              "mean regret ± its standard error over the seeds\n")
         print("| strategy | after 6 | after 12 | after 30 |\n|---|---|---|---|")
         for strategy in STRATEGIES:
-            print(f"| {strategy} | " + " | ".join(f"{statistics.fmean(regret[(strategy, n)]):.3f}" for n in BUDGETS) + " |")
+            print(f"| {strategy} | " + " | ".join(f"{statistics.fmean(regret[(strategy, n)]):.3f} ± "
+                                                  f"{suite_se(regret[(strategy, n)], a.seeds):.3f}" for n in BUDGETS) + " |")
         print(f"\nwhere the default is worse than random beyond the spread over seeds (2 standard errors): "
               f"{', '.join(worse) if worse else 'nowhere'}")
         share = search_share(lands[str(DEMO)], overrides, a.seeds, pool) if str(DEMO) in lands else None

@@ -195,6 +195,15 @@ def test_each_landscape_replays_its_own_designs():
     assert first["a"] != first["b"]
 
 
+def test_the_suite_mean_says_its_standard_error():
+    """Per landscape the spread of its seeds' runs; the landscapes themselves are fixed, not sampled."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import search
+
+    assert search.suite_se([0.0, 1.0, 2.0, 2.0], 2) == pytest.approx(0.25)  # sqrt(0.5 / 2 + 0 / 2) / 2
+    assert search.suite_se([0.3], 1) == 0.0
+
+
 def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps():
     """ASHA with continuation, replayed: rungs at the first eval step times 3**k, then the last; a
     configuration is continued when it ranks in the top third of its rung (rounded up once no new
