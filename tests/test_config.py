@@ -76,7 +76,8 @@ def test_target_modules_are_a_role_by_default():
     ("data.columns=[a]", "data.columns"), ("data.columns={prompt:5}", "data.columns"),
     ("data.train_split=[a]", "data.train_split"), ("data.eval_split=''", "data.eval_split"),
     ("data.config_name=[1]", "data.config_name"), ("train.gradient_checkpointing=maybe", "train.gradient_checkpointing"),
-    ("quant.double_quant=maybe", "quant.double_quant"), ("model.trust_remote_code=maybe", "model.trust_remote_code"), ("data.seed=abc", "data.seed"), ("data.seed=4294967296", "data.seed"),
+    ("quant.double_quant=maybe", "quant.double_quant"), ("model.trust_remote_code=maybe", "model.trust_remote_code"),
+    ("data.seed=abc", "data.seed"), ("data.seed=4294967296", "data.seed"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as err:

@@ -234,10 +234,10 @@ def _data(cfg: DictConfig) -> DataSettings:
     _check(v["format"] in DATA_FORMATS, "data.format", v["format"], f"allowed: {', '.join(DATA_FORMATS)}")
     _check(v["build"] in (None, "synthetic_prices", "synthetic_tiers"), "data.build", v["build"],
            "allowed: synthetic_prices, synthetic_tiers or null")
-    for key, optional in (("train_split", False), ("eval_split", True), ("config_name", True)):
-        _check((optional and v[key] is None) or (isinstance(v[key], str) and v[key] != ""), f"data.{key}", v[key],
-               "a split name, or null" if key == "eval_split" else
-               "a split name, e.g. train" if key == "train_split" else "the dataset's configuration name, or null")
+    for key, optional, allowed in (("train_split", False, "a split name, e.g. train"),
+                                   ("eval_split", True, "a split name, or null"),
+                                   ("config_name", True, "the dataset's configuration name, or null")):
+        _check((optional and v[key] is None) or (isinstance(v[key], str) and v[key] != ""), f"data.{key}", v[key], allowed)
     v["seed"] = _number(v, "data", "seed", int, 0, strict=False)
     _check(v["seed"] < 2**32, "data.seed", v["seed"], "must be a whole number from 0 to 2**32 - 1 (numpy's seeds)")
     v["eval_size"] = _number(v, "data", "eval_size", int, 0)
