@@ -4,10 +4,14 @@ of the same model (4-bit and 8-bit trials, pruning on, per-device batch and tria
 `auto`), samples the driver's memory figure per process meanwhile, and writes
 bench/gpu/<card>-<date>.json and .md: per trial tokens/s (steps after the first 10), MFU (6 x params
 x tokens/s over the card's bf16 peak), peak memory and fixed cost; summed for the sweep; the same
-for the hand-run trial. `--cpu` runs the same path with a tiny shape, so the one GPU run works.
-On the device tool (its image lacks bitsandbytes, trl, datasets, optuna, hydra, wandb: carry
-.devsite.tgz from ../shared/device/make-devsite):
-  mkdir -p /tmp/site && tar -C /tmp/site -xzf .devsite.tgz && export PYTHONPATH=/tmp/site; python3 bench/gpu_check.py"""
+for the hand-run trial. Then the same four configurations under sweep.pruner=asha with K fixed:
+which legs paused, which continued from whose checkpoint, the steps each trained, and the most
+processes holding GPU memory at once (paused trials must hold none).
+`--cpu` runs the same path with a tiny shape, so the one GPU run works.
+On the device tool (its image lacks bitsandbytes, trl, datasets, optuna, hydra, wandb, and the
+trial processes' grpcio: carry .devsite.tgz from ../shared/device/make-devsite grpcio greenlet
+filelock, and artifacts/; neither sweep needs the report's matplotlib, scikit-learn or scipy):
+  bash bench/gpu_device_run.sh (it sets up the site and runs this script)"""
 import argparse
 import datetime
 import json
@@ -36,14 +40,21 @@ class MemorySampler(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.peaks: dict[int, int] = {}
+        self.series: list[tuple[float, dict[int, int]]] = []  # (time, {pid: bytes}) each second
         self.stop = threading.Event()
 
     def run(self):
         from sweeper.slots import gpu_used_bytes
 
         while not self.stop.wait(1.0):
-            for pid, used in gpu_used_bytes().items():
-                self.peaks[pid] = max(self.peaks.get(pid, 0), used)
+            used = gpu_used_bytes()
+            self.series.append((time.time(), used))
+            for pid, b in used.items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0), b)
+
+    def most_training_at_once(self, since: float, floor: int = 2**30) -> int:
+        """The most processes at once holding more than floor (a spare's bare context is ~0.6 GiB)."""
+        return max((sum(b > floor for b in used.values()) for t, used in self.series if t >= since), default=0)
 
 
 def card() -> str:
@@ -92,7 +103,8 @@ def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list
             "train.per_device_eval_batch_size=8", "train.per_device_train_batch_size=auto",
             f"train.effective_batch_size={a.batch}", f"train.optim={a.optim}", "data.metric=null",
             f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={enqueue}", "sweep.pruner=median",
-            "sweep.trials_per_device=auto", "sweep.checkpoints=false", "sweep.study_name=gpu-check",
+            "sweep.trials_per_device=auto", "sweep.checkpoints=false", "sweep.final_report=false",
+            "sweep.recheck_seeds=0", "sweep.study_name=gpu-check",
             f"sweep.dir={out / 'sweep'}", "tracking.mode=offline",
             *(["train.gradient_checkpointing=false"] if a.cpu else [])]
     start = time.time()
@@ -135,6 +147,42 @@ def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list
             "decided": said, "memory_peaks": study.user_attrs.get("memory_peaks")}, rows
 
 
+def asha_sweep(model: Path, out: Path, a, sampler) -> dict:
+    """sweep.pruner=asha on the same model: the four configurations side by side to the first rung,
+    the top half continued from their checkpoints. Paused trials must hold no GPU memory, so no more
+    than K processes train at once although six trial legs run; each leg trains only its new steps."""
+    steps, k = (20, 4) if not a.cpu else (8, 2)
+    enqueue = "[" + ", ".join("{" + ", ".join(f"{k_}: {v}" for k_, v in t.items()) + "}" for t in TRIALS) + "]"
+    args = [f"model.name_or_path={model}", "model.build=null", "train=gpu", f"train.max_steps={steps}",
+            f"train.eval_steps={steps // 2}", "train.logging_steps=5", "data.eval_size=16", "train.max_length=256",
+            "train.per_device_eval_batch_size=8", f"train.per_device_train_batch_size={a.batch // 2}",
+            "train.gradient_accumulation_steps=2", f"train.optim={a.optim}", "data.metric=null",
+            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={enqueue}", "sweep.pruner=asha", "sweep.asha_eta=2",
+            f"sweep.trials_per_device={k}", "sweep.recheck_seeds=0", "sweep.final_report=false",
+            "sweep.study_name=gpu-asha", f"sweep.dir={out / 'asha'}", "tracking.mode=offline",
+            *(["train.gradient_checkpointing=false"] if a.cpu else [])]
+    start = time.time()
+    with open(out / "asha.log", "w") as log:
+        code = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.time() - start
+    import optuna
+
+    study = optuna.load_study(study_name="gpu-asha", storage=f"sqlite:///{out / 'asha' / 'study.db'}")
+    legs = []
+    for t in study.trials:
+        u = t.user_attrs
+        legs.append({"trial": t.number, "state": t.state.name.lower(), "bits": t.params.get("quant_bits"),
+                     "r": t.params.get("lora_r"), "device": u.get("device"), "paused_at": u.get("paused_at"),
+                     "continued_from": u.get("continued_from"), "resumed_from_step": u.get("resumed_from_step"),
+                     "evals": {int(k_): round(v, 4) for k_, v in t.intermediate_values.items()},
+                     "peak_gpu_gib": round(sampler.peaks[u["pid"]] / 2**30, 2) if sampler.peaks.get(u.get("pid")) else None,
+                     "wall_s": u.get("wall_s"), "fail_reason": u.get("fail_reason")})
+    trained = sum(max(x["evals"], default=0) - (x["resumed_from_step"] or 0) for x in legs)
+    return {"exit": code, "wall_s": round(wall, 1), "k": k, "max_steps": steps, "legs": legs,
+            "steps_trained": trained, "steps_without_pausing": len(TRIALS) * steps,
+            "most_training_at_once": sampler.most_training_at_once(start)}
+
+
 def markdown(result: dict) -> str:
     cols = ["trial", "state", "device", "warm_tokens_per_s", "mfu", "peak_gpu_gib", "fixed_cost_s", "model_load_s",
             "train_s", "wall_s"]
@@ -148,6 +196,17 @@ def markdown(result: dict) -> str:
     s = result["sweep"]
     lines += ["", f"sweep: {s['wall_s']} s wall, {s['tokens']} training tokens over {s['training_span_s']} s of training, "
                   f"summed {s['summed_tokens_per_s']} tokens/s, summed MFU {s['summed_mfu']}"]
+    h = result.get("asha")
+    if h:
+        lines += ["", f"## sweep.pruner=asha (eta 2, rungs {h['max_steps'] // 2} and {h['max_steps']}, K={h['k']}, "
+                      f"exit {h['exit']}, {h['wall_s']} s)", "",
+                  "| trial | state | bits | r | paused_at | continued_from | resumed_from_step | evals | peak_gpu_gib |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for x in h["legs"]:
+            lines.append("| " + " | ".join(str(x[c]) for c in ("trial", "state", "bits", "r", "paused_at", "continued_from",
+                                                                 "resumed_from_step", "evals", "peak_gpu_gib")) + " |")
+        lines += ["", f"steps trained {h['steps_trained']} (every configuration to the end: {h['steps_without_pausing']}); "
+                      f"most processes holding over 1 GiB at once: {h['most_training_at_once']} (K={h['k']})"]
     return "\n".join(lines) + "\n"
 
 
@@ -179,19 +238,26 @@ def main():
     hand = hand_run(model, out, a, sampler, params, flops)
     print(f"hand-run: {hand}\nsweep...", flush=True)
     summary, trials = sweep(model, out, a, sampler, params, flops)
-    sampler.stop.set()
     date = datetime.date.today().isoformat()
     result = {"card": name, "date": date, "model_params": params, "shape": "2 layers, 256 wide" if a.cpu else
               "Llama-3.1-8B", "steps": a.steps, "bf16_peak_tflops": flops / 1e12 if flops else None,
               "hand_run": hand, "sweep": summary, "sweep_trials": trials, "check_s": round(time.time() - check_start, 1)}
     results = Path(a.results)
     results.mkdir(parents=True, exist_ok=True)
-    stem = f"{name.replace(' ', '-')}-{date}"
-    (results / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (results / f"{stem}.md").write_text(markdown(result))
+    stem = results / f"{name.replace(' ', '-')}-{date}"
+    save(result, stem)  # written before the asha sweep too: a time limit there keeps what was measured
+    print("asha sweep...", flush=True)
+    result["asha"] = asha_sweep(model, out, a, sampler)
+    sampler.stop.set()
+    result["check_s"] = round(time.time() - check_start, 1)
+    save(result, stem)
     print(markdown(result))
-    print(f"written: {results / stem}.json and .md")
+    print(f"written: {stem}.json and .md")
 
+
+def save(result: dict, stem: Path) -> None:
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
 
 if __name__ == "__main__":
     main()

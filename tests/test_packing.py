@@ -65,6 +65,21 @@ def test_auto_batch_keeps_the_effective_batch_and_the_most_rows_in_flight():
     assert choose_batch(16, low, high, capped) == (2, 10)
 
 
+def test_auto_batch_on_the_peaks_an_h200_measured():
+    """bench/gpu/NVIDIA-H200-2026-12-04.json: the probe of an 8B 8-bit r=32 trial, rows padded to
+    256, measured 14.59 GB at batch 1 and 37.17 GB at batch 16 on a card of 143,771 MiB; the sweep
+    chose 16 x 1 and K=3 (48 rows in flight; batch 8 would fit 5 times, 40 rows)."""
+    card = 143771 * 2**20
+    low = (1, {"peak_bytes": 14585692160, "peak_rss_bytes": 17299177472})
+    high = (16, {"peak_bytes": 37174116352, "peak_rss_bytes": 17298509824})
+
+    def on_card(p):
+        return max(1, min(fits(card, p["peak_bytes"]), fits(HOST, p["peak_rss_bytes"])))
+
+    assert on_card(peaks_at(8, low, high)) == 5
+    assert choose_batch(16, low, high, on_card) == (16, 3)
+
+
 def test_auto_batch_with_k_fixed_takes_the_largest_batch_that_fits_k_times():
     low, high = (1, peaks(4.0)), (16, peaks(120.0))
     assert choose_batch(16, low, high, on_h200, fixed_slots=1) == (16, 1)
