@@ -88,6 +88,8 @@ def storage_hint(url: str, e: Exception) -> str:
     text = first_line(e)
     if (path := sqlite_file(url)) and "unable to open database file" in text:
         folder = Path(path).expanduser().parent
+        if folder.exists() and not folder.is_dir():
+            return f"; {folder} is a file, not a folder: name a file in a folder"
         if not folder.is_dir():
             return f"; its folder {folder} does not exist: create it, or name a file in a folder that does"
     if url.startswith("mysql") and "DB access module" in text:

@@ -150,6 +150,21 @@ def test_data_file_that_is_not_what_it_claims(name, content, says, short_trial, 
     assert says in err[0]
 
 
+@pytest.mark.parametrize("name,content", [
+    ("latin1.jsonl", '{"prompt": "a", "completion": "b"}\n{"prompt": "caf\u00e9", "completion": "d"}\n'.encode("latin-1")),
+    ("latin1.csv", "prompt,completion\na,b\ncaf\u00e9,d\n".encode("latin-1")),
+])
+def test_data_file_that_is_not_utf8_is_named_by_its_line(name, content, short_trial, tmp_path, capsys):
+    """Valid JSON or CSV saved as Latin-1: Arrow reads it and fails only when a row is read, with a
+    UnicodeDecodeError from deep in pyarrow (seen on a file with 0xff bytes)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    assert code == 2 and err == [f"error: data.name_or_path='{path}': is not a readable {path.suffix} file: line "
+                                 f"{2 if name.endswith('jsonl') else 3} is not UTF-8 text (byte 0xe9 at byte "
+                                 f"{16 if name.endswith('jsonl') else 4}); save the file as UTF-8"], err
+
+
 def test_columns_naming_a_missing_column(short_trial, tmp_path, capsys):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     code, err = run_main(short_trial + [f"data.name_or_path={path}",

@@ -107,6 +107,13 @@ def test_storage_that_cannot_be_opened(url, says, sweep_args, capsys):
     assert line.startswith(f"error: sweep.storage='{url}': cannot be opened") and says in line
 
 
+def test_storage_under_a_file_says_it_is_a_file(sweep_args, tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine\n")
+    line = refused(sweep_args + [f"sweep.storage=sqlite:///{tmp_path / 'notes' / 'study.db'}"], capsys)
+    assert line.endswith(f"; {tmp_path / 'notes'} is a file, not a folder: name a file in a folder"), line
+    assert (tmp_path / "notes").read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("url,says", [
     ("sqlite:///", "an in-memory database, which the trial processes cannot see"),  # was sqlalchemy's max_overflow
     ("sqlite:///:memory:", "an in-memory database, which the trial processes cannot see"),

@@ -34,6 +34,9 @@ def _load_file(path: Path, data: DataSettings, cache_dir: Path):
     builder = FILE_BUILDERS[path.suffix]
     if path.stat().st_size == 0:  # datasets' JSON reader dies with a bare StopIteration
         raise ConfigError("data.train_split", data.train_split, f"is empty in {data.name_or_path} (an empty file)")
+    if path.suffix in (".jsonl", ".json", ".csv") and (bad := first_non_utf8_line(path)):
+        # Arrow's JSON reader keeps such bytes and fails only when a row is read, deep in a check.
+        raise ConfigError("data.name_or_path", data.name_or_path, f"is not a readable {path.suffix} file: {bad}")
     level = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity_error()
     datasets.logging.get_logger().setLevel(60)  # its own "Failed to load JSON" line: we say it in ours
@@ -48,6 +51,18 @@ def _load_file(path: Path, data: DataSettings, cache_dir: Path):
                           if bad_line else f"is not a readable {path.suffix} file ({first_line(cause)[:160]})") from None
     finally:
         datasets.logging.set_verbosity(level)
+
+
+def first_non_utf8_line(path: Path) -> str | None:
+    """The first line that is not UTF-8 text (a file saved as Latin-1 or Windows-1252, say)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"line {number} is not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1}); "
+                        f"save the file as UTF-8")
+    return None
 
 
 def first_bad_json_line(path: Path) -> str | None:
