@@ -12,7 +12,7 @@ import pytest
 from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import parse_space, suggest
 from sweeper.search.start import design
-from sweeper.search.strategy import build_pruner, build_sampler, pruner_startup, start_trials
+from sweeper.search.strategy import build_pruner, build_sampler, describe, pruner_startup, start_trials
 from sweeper.settings import sweep_settings
 from trainers.settings import ConfigError
 
@@ -162,6 +162,15 @@ def test_start_is_sized_to_the_budget_and_named_samplers_build():
     hyperband = build_pruner(s)
     assert (hyperband._min_resource, hyperband._max_resource) == (10, 40)
     assert isinstance(build_pruner(sweep_settings(["sweep.pruner=none"], check_values=False)), optuna.pruners.NopPruner)
+
+
+def test_the_search_line_says_when_the_pruner_can_never_act():
+    """eval_steps >= max_steps: each trial evaluates once, at its end, where nothing is pruned."""
+    never = describe(sweep_settings(["train.max_steps=20", "train.eval_steps=30"], check_values=False))
+    assert never.endswith("the percentile pruner, which never acts here: train.eval_steps=30 >= train.max_steps=20, "
+                          "so a trial evaluates only at its end"), never
+    acts = describe(sweep_settings(["train.max_steps=20", "train.eval_steps=10"], check_values=False))
+    assert acts.endswith("; the percentile pruner"), acts
 
 
 @pytest.mark.parametrize("prior, key", [

@@ -127,6 +127,10 @@ def describe(s) -> str:
                 + (f" by the priors ({'; '.join(priors)}), the first on their modes" if priors else "")
                 + (f", then {model}" if n < s.n_trials else ""))
     pruner = "no pruning" if s.pruner == "none" else f"the {s.pruner} pruner"
+    train = s.trial.train
+    if s.pruner in ("percentile", "median", "hyperband") and 0 < train.max_steps <= train.eval_steps:
+        pruner += (f", which never acts here: train.eval_steps={train.eval_steps} >= train.max_steps={train.max_steps}, "
+                   f"so a trial evaluates only at its end")
     if s.pruner == "asha":
         from sweeper.search.asha import rungs
 
