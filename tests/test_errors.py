@@ -165,6 +165,26 @@ def test_data_file_that_is_not_utf8_is_named_by_its_line(name, content, short_tr
                                  f"{16 if name.endswith('jsonl') else 4}); save the file as UTF-8"], err
 
 
+def test_a_hub_dataset_that_cannot_be_reached_is_one_line_without_the_retries(short_trial, monkeypatch, capfd):
+    """Offline without HF_HUB_OFFLINE, huggingface_hub logs ten lines of retries over ~25 s before
+    datasets gives up (seen: "Retrying in 8s [Retry 4/5]."). Those retries stand in here, logged
+    where huggingface_hub logs them; the error itself is datasets' own for an unreachable hub."""
+    import logging
+
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        for n in (1, 2):
+            logging.getLogger("huggingface_hub.utils._http").warning(f"Retrying in {n}s [Retry {n}/5].")
+        raise ConnectionError("Couldn't reach 'someone/data' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    code = main(short_trial + ["data.build=null", "data.name_or_path=someone/data"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: data.name_or_path='someone/data': could not be loaded from the hub: "
+                                 "Couldn't reach 'someone/data' on the Hub (LocalEntryNotFoundError)"], err
+
+
 def test_columns_naming_a_missing_column(short_trial, tmp_path, capsys):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     code, err = run_main(short_trial + [f"data.name_or_path={path}",

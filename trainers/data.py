@@ -107,8 +107,11 @@ def _load(data: DataSettings, cache_dir: Path):
     if data.name_or_path.startswith((".", "/", "~")) or path.suffix:
         raise ConfigError(key, data.name_or_path, "no such file or folder; allowed: a hub dataset id, "
                           "a local folder, or a .jsonl/.json/.csv/.parquet file")
+    from trainers.quiet import hub_retries_hidden
+
     try:
-        return load_dataset(data.name_or_path, data.config_name, cache_dir=str(cache_dir))
+        with hub_retries_hidden():
+            return load_dataset(data.name_or_path, data.config_name, cache_dir=str(cache_dir))
     except Exception as e:  # hub errors vary by cause (offline, gated, missing); the user needs one line
         raise ConfigError(key, data.name_or_path, f"could not be loaded from the hub: {first_line(e)}") from None
 

@@ -27,17 +27,13 @@ def check_model_exists(model: ModelSettings) -> None:
     path = Path(value).expanduser()
     if value.startswith((".", "/", "~")) and not path.exists():
         raise ConfigError(key, value, "no such folder; allowed: a local model folder or a hub model id")
-    import logging
+    from trainers.quiet import hub_retries_hidden
 
-    hub = logging.getLogger("huggingface_hub")
-    level = hub.level
-    hub.setLevel(logging.ERROR)  # its retries' warnings would precede the one line
     try:
-        AutoConfig.from_pretrained(value, trust_remote_code=model.trust_remote_code)
+        with hub_retries_hidden():
+            AutoConfig.from_pretrained(value, trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ConfigError(key, value, f"not a local model folder or a reachable hub model ({first_line(e)[:160]})") from None
-    finally:
-        hub.setLevel(level)
     if path.is_dir() and not any(next(path.glob(p), None) for p in WEIGHT_FILES):
         raise ConfigError(key, value, "a folder with a config.json but no weights (*.safetensors or *.bin)")
 

@@ -2,6 +2,7 @@
 matmul) and hides per-map progress bars, so a trial's output is its progress and losses."""
 import logging
 import warnings
+from contextlib import contextmanager
 
 
 class _Once(logging.Filter):
@@ -34,3 +35,16 @@ def install() -> None:
     for name in (None, "transformers"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(once)
+
+
+@contextmanager
+def hub_retries_hidden():
+    """huggingface_hub logs each retry against an unreachable hub (an offline machine: ten lines of
+    "Retrying in 8s [Retry 4/5]" over ~25 s); the one line the caller prints says why it failed."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
