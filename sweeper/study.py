@@ -70,7 +70,13 @@ def check_study_exists(s: SweepSettings) -> None:
 def build_storage(s: SweepSettings, connections: int | None = None):
     """RDB storage (SQLite, PostgreSQL, MySQL...) with heartbeats; a bad URL is one line.
     connections: at most this many database connections (the sweep process's own storage)."""
-    s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
+    try:
+        s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
+    except OSError as e:  # make report/follow reach here without the sweep's disk checks
+        from sweeper.disk import describe_error
+        from trainers.paths import existing
+
+        raise ConfigError("sweep.dir", str(s.dir), f"cannot be written: {describe_error(e, existing(s.dir)) or e.strerror}")
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -106,3 +106,21 @@ def test_the_commands_that_read_a_study_refuse_one_that_is_not_there(tmp_path, c
     assert list(tmp_path.iterdir()) == []
     assert dashboard(["sweep.dashboard_port=99999"]) == 2
     assert capsys.readouterr().err == "error: sweep.dashboard_port=99999: a whole number from 1 to 65535\n"
+
+
+def test_report_and_follow_name_a_study_folder_they_cannot_write(tmp_path, capsys):
+    """The study exists (its storage elsewhere) but sweep.dir lies under a file: make report and
+    follow write the report there, and said so with a FileNotFoundError traceback from mkdir."""
+    import optuna
+
+    from sweeper.follow import main as follow
+    from sweeper.results.__main__ import main as report
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    (tmp_path / "notes").write_text("mine\n")
+    args = [f"sweep.storage={url}", "sweep.study_name=s", f"sweep.dir={tmp_path / 'notes' / 's'}"]
+    for command in (report, follow):
+        assert command(args) == 2, command
+        assert capsys.readouterr().err == f"error: sweep.dir='{tmp_path / 'notes' / 's'}': cannot be written: Not a directory\n"
+    assert (tmp_path / "notes").read_text() == "mine\n"
