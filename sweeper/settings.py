@@ -243,6 +243,12 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
     raw_space = _resolved(cfg, "search")
     _known(raw, SWEEP_KEYS, "sweep")
     _study_name(raw.get("study_name"))
+    for key in ("output_root", "dir"):  # an empty root made sweep.dir '/<study>': a folder at the filesystem's root
+        value = raw.get(key)
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if not text.strip() or text != text.strip():
+            raise ConfigError(f"sweep.{key}", value, "a folder path (e.g. outputs), not empty and without leading or "
+                              "trailing spaces")
     if raw.get("sampler") not in SAMPLERS:
         raise ConfigError("sweep.sampler", raw.get("sampler"), f"allowed: {', '.join(SAMPLERS)}")
     if raw.get("pruner") not in PRUNERS:
@@ -276,7 +282,7 @@ def sweep_settings(overrides: list[str], check_values: bool = True) -> SweepSett
         raise ConfigError("sweep.launcher", raw.get("launcher"), f"allowed: {', '.join(LAUNCHERS)}")
 
     objective = _objective(raw.get("objective"), trial)
-    sweep_dir = Path(raw.get("dir") or f"outputs/{raw['study_name']}").resolve()
+    sweep_dir = Path(str(raw["dir"])).resolve()  # a folder named 7 arrives as an int
     storage = raw.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     if raw["launcher"] == "slurm" and storage.startswith("sqlite"):
         raise ConfigError("sweep.storage", hide_password(storage), "sweep.launcher=slurm needs a database server "

@@ -49,6 +49,8 @@ def refused(argv, capsys):
     ("+search.opt={type: categorical, choices: [adamw_torch, adamw_typo], target: train.optim}", "search.opt"),
     ("+search.sched={type: categorical, choices: [cosine, cosin], target: train.lr_scheduler_type}", "search.sched"),
     ("sweep.stall_timeout=0", "sweep.stall_timeout"), ("sweep.trial_timeout=-5", "sweep.trial_timeout"),
+    ("sweep.output_root=''", "sweep.output_root"), ("sweep.dir=' x'", "sweep.dir"),  # '' made sweep.dir '/t'
+    ("sweep.output_root=true", "sweep.output_root"),
     ("sweep.checkpoints=maybe", "sweep.checkpoints"),
     ("sweep.objective=accuracy", "sweep.objective"), ("data.metric=bleu", "data.metric"),
     ("sweep.launcher=kubernetes", "sweep.launcher"), ("sweep.final_report=sometimes", "sweep.final_report"),
@@ -89,6 +91,12 @@ def test_slurm_time_and_memory_in_sbatch_forms_are_taken():
 
 def test_grid_needs_discrete_values(sweep_args, capsys):
     assert refused(sweep_args + ["sweep.sampler=grid"], capsys).startswith("error: search.lora_dropout.step=")
+
+
+def test_a_folder_named_by_a_number_is_a_folder():
+    """Hydra reads sweep.dir=7 as an int (it was a TypeError from pathlib)."""
+    assert sweep_settings(["sweep.dir=7"], check_values=False).dir == Path("7").resolve()
+    assert sweep_settings(["sweep.output_root=2026", "sweep.study_name=s"], check_values=False).dir == Path("2026/s").resolve()
 
 
 def test_varying_batch_is_allowed_without_pruning():
