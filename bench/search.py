@@ -544,6 +544,19 @@ def positive(text: str) -> int:
     return n
 
 
+def chosen_strategies(text: str) -> tuple[list[str], str | None]:
+    """--strategies' names, and the first that is not one (or None). Split at commas, but a name may
+    hold one ("start + gp, no pruning"): the longest run of pieces that forms a name is taken."""
+    pieces, chosen, i = [p.strip() for p in text.split(",")], [], 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i, -1) if ", ".join(pieces[i:j]) in STRATEGIES), None)
+        if j is None:
+            return chosen, pieces[i]
+        chosen.append(", ".join(pieces[i:j]))
+        i = j
+    return chosen, None
+
+
 def main():
     argv = sys.argv[1:]
     overrides = tuple(argv[argv.index("--") + 1:]) if "--" in argv else ()
@@ -553,15 +566,14 @@ def main():
     ap.add_argument("--export", metavar="STUDY", help="print a finished grid study as a landscape file")
     ap.add_argument("--storage", help="the study's storage URL (with --export)")
     ap.add_argument("--jobs", type=positive, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--strategies", help=f"a comma-separated subset of: {', '.join(STRATEGIES)} (default: all)")
+    ap.add_argument("--strategies", help=f"a comma-separated subset of: {' | '.join(STRATEGIES)} (default: all)")
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if a.strategies:
-        chosen = [n.strip() for n in a.strategies.split(",")]
-        unknown = [n for n in chosen if n not in STRATEGIES]
+        chosen, unknown = chosen_strategies(a.strategies)
         if unknown or not {DEFAULT, RANDOM} <= set(chosen):
-            sys.exit(f"--strategies: {unknown[0]!r} is not one" if unknown else "--strategies: the default and random "
-                     f"are always replayed (the regret lines compare them)" + f"; known: {', '.join(STRATEGIES)}")
+            sys.exit((f"--strategies: {unknown!r} is not one" if unknown else "--strategies: the default and random "
+                      "are always replayed (the regret lines compare them)") + f"; known: {' | '.join(STRATEGIES)}")
         for name in [n for n in STRATEGIES if n not in chosen]:
             del STRATEGIES[name]
     if a.export:

@@ -83,6 +83,22 @@ def test_a_count_below_one_is_refused_in_one_line(tmp_path, option):
     assert len(err) == 1 and f"argument {option[0]}: {option[1]!r} is not a whole number of at least 1" in err[0], err
 
 
+def test_strategies_are_named_whole_though_a_name_holds_a_comma():
+    """--strategies splits at commas, and "start + gp, no pruning" is one name: it was split in two
+    and refused."""
+    sys.path.insert(0, str(ROOT))
+    from bench.search import chosen_strategies
+
+    assert chosen_strategies("default,random,start + gp, no pruning") == (
+        ["default", "random", "start + gp, no pruning"], None)
+    assert chosen_strategies("default, random , qmc (Optuna's scrambled Sobol)")[1] is None
+    assert chosen_strategies("default,start + gp,random") == (["default"], "start + gp")
+    proc = run("--strategies", "default,sobol")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "--strategies: 'sobol' is not one; known: default | random | qmc (Optuna's scrambled Sobol) | start + tpe | "
+        "start + gp, no pruning | optuna tpe, random start (before) | asha with continuation (the default sampler)"]
+
+
 def test_a_bad_sampler_is_refused_like_any_other_sweep_setting(tmp_path):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps(lora_like()))
