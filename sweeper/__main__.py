@@ -194,6 +194,14 @@ def run_on_slurm(s) -> int:
         return EXIT_INTERRUPTED
 
 
+def hub_offline_note(trial) -> None:
+    from trainers.offline import offline_if_hub_unreachable
+
+    note = offline_if_hub_unreachable([trial.model.name_or_path, trial.data.name_or_path])
+    if note:
+        print(note, flush=True)
+
+
 def _interrupt(signum, frame):
     from sweeper import loop
 
@@ -217,6 +225,7 @@ def sweep(argv: list[str]):
         # Enough of the config to know the launcher and devices, so the first trial process starts
         # importing before the ~0.6 s of composing a trial config for every choice and range end.
         early = sweep_settings(argv, check_values=False)
+        hub_offline_note(early.trial)  # before any trial process starts: they inherit it
         if early.launcher == "slurm":  # trials run in the array's tasks, none here
             from sweeper.slurm import require_sbatch
 

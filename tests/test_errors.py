@@ -1,6 +1,7 @@
 """Bad input ends in one line naming the key, the bad value and what is allowed, exit code 2,
 before a model is loaded; never a traceback from inside transformers or TRL."""
 import json
+import os
 import subprocess
 import sys
 
@@ -183,6 +184,28 @@ def test_a_hub_dataset_that_cannot_be_reached_is_one_line_without_the_retries(sh
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: data.name_or_path='someone/data': could not be loaded from the hub: "
                                  "Couldn't reach 'someone/data' on the Hub (LocalEntryNotFoundError)"], err
+
+
+def test_an_unreachable_hub_puts_the_command_offline_once_not_each_load(monkeypatch, tmp_path, tiny_model):
+    """A hub id with a hub whose name does not resolve (.invalid never does, RFC 6761): the process,
+    and so its trial processes, go offline (HF_HUB_OFFLINE=1) with one line saying so; huggingface_hub
+    had retried each load for ~25 s. Local names never look the hub up."""
+    from trainers.offline import offline_if_hub_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    assert offline_if_hub_unreachable([str(tiny_model), str(tmp_path)]) is None and "HF_HUB_OFFLINE" not in os.environ
+    note = offline_if_hub_unreachable([str(tiny_model), "someone/data"])
+    assert note.startswith("the model hub cannot be reached (hub.invalid: ") and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert note.endswith("): models and datasets come from local folders and the Hugging Face cache (HF_HUB_OFFLINE=1)")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([sys.executable, "-m", "trainers", "model.name_or_path=someone/model",
+                           f"output_dir={tmp_path / 'run'}", "tracking.mode=disabled"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout.startswith("the model hub cannot be reached (hub.invalid: "), proc.stdout
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model.name_or_path='someone/model': not a local model folder "
+                                               "or a reachable hub model"), err
 
 
 def test_columns_naming_a_missing_column(short_trial, tmp_path, capsys):

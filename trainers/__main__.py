@@ -9,6 +9,7 @@ def main(argv: list[str]) -> int:
     # No hub telemetry from trl/huggingface_hub, ever; HF_HUB_OFFLINE (if set) also stops downloads.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from trainers.config import answer_flags, compose_config
+    from trainers.offline import offline_if_hub_unreachable
     from trainers.settings import trial_settings
 
     answered = answer_flags(argv, "python -m trainers")
@@ -16,6 +17,9 @@ def main(argv: list[str]) -> int:
         return answered
     try:
         settings = trial_settings(compose_config(argv))
+        note = offline_if_hub_unreachable([settings.model.name_or_path, settings.data.name_or_path])
+        if note:
+            print(note, flush=True)
         from trainers.phases import mark
 
         mark("configured")
