@@ -55,6 +55,23 @@ def test_each_plot_says_what_it_plots_once(study):
     assert titles(figures["importances"]) == ["What mattered: fANOVA on the eval loss at step 10, 8 finished trials"]
 
 
+def test_a_parameter_with_one_value_plots_without_matplotlibs_warnings():
+    """Every completed trial 4-bit: matplotlib warned of identical axis limits in the sweep's output."""
+    import warnings
+
+    study = optuna.create_study()
+    for i, r in enumerate((8, 16, 32)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lora_r": r, "quant_bits": 4}, value=1.0 + i / 10, intermediate_values={10: 1.5, 20: 1.0 + i / 10},
+            distributions={"lora_r": optuna.distributions.CategoricalDistribution([8, 16, 32]),
+                           "quant_bits": optuna.distributions.CategoricalDistribution([4, 8])}))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        figures = plots(study)
+    assert {"parallel", "slices"} <= set(figures)
+    assert [str(w.message) for w in seen if issubclass(w.category, UserWarning)] == []
+
+
 def test_report_folder(study, tmp_path):
     s = sweep_settings([f"sweep.dir={tmp_path}"], check_values=False)
     index = write_report(study, s, "study text")

@@ -66,6 +66,9 @@ def plots(study, objective: str = "eval_loss") -> dict:
     import warnings
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # A parameter with one value among the completed trials (every one 4-bit, say) gives an axis of
+    # zero width; matplotlib widens it itself and says so, twice per plot, in the sweep's output.
+    warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
     out = {}
     curves = vis.plot_intermediate_values(study)
     curves.set_xlabel("training step")
