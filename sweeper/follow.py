@@ -67,10 +67,11 @@ class Follower:
 
 def follow(s, study, job_id: str | None = None) -> int:
     """Until the study is done (0, after the final report), or the job has no task left (1)."""
-    from sweeper.slurm import job_alive
+    from sweeper.slurm import job_status, waiting_line
 
     view = LiveView(s.n_trials, quiet=s.quiet)
     follower = Follower(s, study, view)
+    said = None  # the waiting reason last said: each new one once
     while True:
         tally = follower.poll()
         trials = study.get_trials(deepcopy=False)
@@ -78,7 +79,11 @@ def follow(s, study, job_id: str | None = None) -> int:
         if tally["finished"] >= s.n_trials and tally["running"] == 0 and not asha.unfinished(trials, s) and \
                 pending(trials, s) == 0:  # the workers' re-check too
             break
-        if job_id is not None and not job_alive(job_id):
+        alive, waiting = job_status(job_id) if job_id is not None else (True, None)
+        if waiting and waiting != said:
+            print(waiting_line(job_id, waiting), flush=True)
+        said = waiting
+        if not alive:
             print(f"error: SLURM job {job_id} has no task left and the study holds {tally['finished']}/{s.n_trials} "
                   f"finished trials; the workers' logs: {s.dir / 'slurm'}/worker-{job_id}_*.log; rerun the same "
                   "command to submit workers again", file=sys.stderr)

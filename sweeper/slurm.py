@@ -139,12 +139,31 @@ def submit(s) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def job_alive(job_id: str) -> bool:
-    """Whether any task of the array is still pending or running (a requeued one is pending)."""
+# Reasons squeue gives for a pending job that waiting does not end: it asks for more than its
+# partition, account or QOS allows (slurm.schedmd.com/job_reason_codes.html).
+NEVER_STARTS = ("Partition", "QOSMax", "AssocMax", "AssocGrp", "BadConstraints", "InvalidAccount", "InvalidQOS")
+
+
+def job_status(job_id: str) -> tuple[bool, str | None]:
+    """(whether any task of the array is still pending or running, a requeued one being pending;
+    squeue's reason while every task is pending, else None)."""
     try:
-        proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True,
+                              timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return True  # cannot tell: keep following
+        return True, None  # cannot tell: keep following
     if proc.returncode != 0:  # a job long gone is "Invalid job id"; anything else: cannot tell
-        return "invalid job id" not in proc.stderr.lower()
-    return bool(proc.stdout.strip())
+        return "invalid job id" not in proc.stderr.lower(), None
+    rows = [line.split("|", 1) + [""] for line in proc.stdout.splitlines() if line.strip()]
+    if any(state.strip() != "PENDING" for state, *_ in rows):
+        return bool(rows), None
+    reasons = [reason.strip() for _, reason, *_ in rows if reason.strip() not in ("", "None")]
+    return bool(rows), (reasons[0] if reasons else None)
+
+
+def waiting_line(job_id: str, reason: str) -> str:
+    """What the follower says while no task of the job runs."""
+    if reason.startswith(NEVER_STARTS):
+        return (f"SLURM job {job_id} waits ({reason}): it asks for more than its partition, account or QOS allows, "
+                f"so it will not start; cancel it (scancel {job_id}) and rerun with other sweep.slurm settings")
+    return f"SLURM job {job_id}: no task runs yet ({reason}; squeue -j {job_id} says more)"

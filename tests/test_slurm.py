@@ -172,3 +172,33 @@ def test_follower_ctrl_c_leaves_the_job_running(slurm_conf, short_trial, tmp_pat
     wait_for(lambda: not squeue(slurm_conf), timeout=60)
     time.sleep(1)
     optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_follower_says_when_the_job_cannot_start(slurm_conf, short_trial, tmp_path):
+    """sweep.slurm.cpus_per_worker beyond the nodes': squeue holds the array pending for PartitionConfig
+    forever, and the follower waited in silence; it says why once, and keeps following."""
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    args = short_trial + ["tracking.mode=disabled", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
+                          f"sweep.study_name={name}", "sweep.n_trials=1", "sweep.launcher=slurm",
+                          "sweep.slurm.workers=1", "sweep.slurm.gpus_per_worker=0", "sweep.slurm.cpus_per_worker=4096",
+                          "sweep.recheck_seeds=0"]
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    follower = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    try:
+        for line in follower.stdout:
+            lines.append(line)
+            if "waits (" in line:
+                break
+    finally:
+        follower.send_signal(signal.SIGINT)
+        rest, _ = follower.communicate(timeout=60)
+    (job,) = {task.split("_")[0] for task in squeue(slurm_conf)}
+    subprocess.run(["scancel", job], env=env, check=True)
+    waits = [line for line in lines if "waits (" in line]
+    assert waits == [f"SLURM job {job} waits (PartitionConfig): it asks for more than its partition, account or QOS "
+                     f"allows, so it will not start; cancel it (scancel {job}) and rerun with other sweep.slurm "
+                     "settings\n"], "".join(lines) + rest
+    wait_for(lambda: not squeue(slurm_conf), timeout=60)
+    optuna.delete_study(study_name=name, storage=POSTGRES)
