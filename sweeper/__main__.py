@@ -35,6 +35,14 @@ def prepare(s):
                    trial=replace(s.trial, tracking=replace(s.trial.tracking, mode="offline")))
 
 
+def study_line(s, finished: int) -> str:
+    """The study's tally as the sweep starts; a rerun with a smaller sweep.n_trials printed '8/2'."""
+    if finished > s.n_trials:
+        return (f"study {s.study_name!r}: {finished} trials finished, more than sweep.n_trials={s.n_trials}: none "
+                f"to add; storage {s.storage_shown}")
+    return f"study {s.study_name!r}: {finished}/{s.n_trials} trials finished; storage {s.storage_shown}"
+
+
 def start_executor(devices):
     """The local executor, its first device's first trial process started at once, before the
     checks, so its ~8 s of imports overlap them (it is the memory probe's, or the first trial's)."""
@@ -84,8 +92,7 @@ def run_sweep(s, devices, executor) -> int:
     storage = build_storage(s, connections=NODE_CONNECTIONS)
     study = open_study(s, storage)
     view = LiveView(s.n_trials, quiet=s.quiet)
-    view.note(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
-              f"storage {s.storage_shown}")
+    view.note(study_line(s, counts(study)["finished"]))
     args = f" ARGS={shlex.quote(shlex.join(s.overrides_shown))}" if s.overrides else ""
     view.note(describe(s))
     view.note(f"watch it in optuna-dashboard (http://127.0.0.1:{s.dashboard_port}/): make dashboard{args}")
@@ -176,8 +183,7 @@ def run_on_slurm(s) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(s, build_storage(s))
-    print(f"study {s.study_name!r}: {counts(study)['finished']}/{s.n_trials} trials finished; "
-          f"storage {s.storage_shown}", flush=True)
+    print(study_line(s, counts(study)["finished"]), flush=True)
     job = submit(s)
     study.set_user_attr("slurm_jobs", [*study.user_attrs.get("slurm_jobs", []), job])
     print(f"submitted SLURM job {job}: {s.slurm.workers} sweep workers; their logs: "

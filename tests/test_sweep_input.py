@@ -93,6 +93,14 @@ def test_grid_needs_discrete_values(sweep_args, capsys):
     assert refused(sweep_args + ["sweep.sampler=grid"], capsys).startswith("error: search.lora_dropout.step=")
 
 
+def test_the_tally_line_of_a_study_that_already_holds_more_than_asked():
+    from sweeper.__main__ import study_line
+
+    s = sweep_settings(["sweep.n_trials=2", "sweep.study_name=t"], check_values=False)
+    assert study_line(s, 1) == f"study 't': 1/2 trials finished; storage {s.storage_shown}"
+    assert study_line(s, 8) == f"study 't': 8 trials finished, more than sweep.n_trials=2: none to add; storage {s.storage_shown}"
+
+
 def test_a_folder_named_by_a_number_is_a_folder():
     """Hydra reads sweep.dir=7 as an int (it was a TypeError from pathlib)."""
     assert sweep_settings(["sweep.dir=7"], check_values=False).dir == Path("7").resolve()
