@@ -140,8 +140,10 @@ def submit(s) -> str:
 
 
 # Reasons squeue gives for a pending job that waiting does not end: it asks for more than its
-# partition, account or QOS allows (slurm.schedmd.com/job_reason_codes.html).
-NEVER_STARTS = ("Partition", "QOSMax", "AssocMax", "AssocGrp", "BadConstraints", "InvalidAccount", "InvalidQOS")
+# partition, account or QOS allows per job (slurm.schedmd.com/job_reason_codes.html). Group and
+# per-user limits (AssocGrp*, *PerUser*) and a partition that is down clear by themselves.
+NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
+                "InvalidQOS"}
 
 
 def job_status(job_id: str) -> tuple[bool, str | None]:
@@ -163,7 +165,7 @@ def job_status(job_id: str) -> tuple[bool, str | None]:
 
 def waiting_line(job_id: str, reason: str) -> str:
     """What the follower says while no task of the job runs."""
-    if reason.startswith(NEVER_STARTS):
+    if reason in NEVER_STARTS or "PerJob" in reason:  # QOSMaxCpuPerJobLimit, AssocMaxWallDurationPerJobLimit...
         return (f"SLURM job {job_id} waits ({reason}): it asks for more than its partition, account or QOS allows, "
                 f"so it will not start; cancel it (scancel {job_id}) and rerun with other sweep.slurm settings")
     return f"SLURM job {job_id}: no task runs yet ({reason}; squeue -j {job_id} says more)"

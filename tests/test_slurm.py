@@ -202,3 +202,13 @@ def test_follower_says_when_the_job_cannot_start(slurm_conf, short_trial, tmp_pa
                      "settings\n"], "".join(lines) + rest
     wait_for(lambda: not squeue(slurm_conf), timeout=60)
     optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+@pytest.mark.parametrize("reason,never", [("PartitionConfig", True), ("QOSMaxCpuPerJobLimit", True),
+                                          ("PartitionDown", False), ("AssocGrpCpuLimit", False), ("Resources", False)])
+def test_only_reasons_that_never_clear_are_called_final(reason, never):
+    from sweeper.slurm import waiting_line
+
+    line = waiting_line("6", reason)
+    assert ("so it will not start; cancel it (scancel 6)" in line) == never, line
+    assert reason in line
