@@ -33,6 +33,9 @@ TRIALS = [{"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 4,
           {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.1, "quant_bits": 4, "learning_rate": 0.0001},
           {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "quant_bits": 8, "learning_rate": 0.0001}]
 
+# The four configurations as one sweep.enqueue override, for both sweeps.
+ENQUEUE = "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in TRIALS) + "]"
+
 
 class MemorySampler(threading.Thread):
     """nvidia-smi's per-process memory (what the driver sees: context and caches included), every second."""
@@ -97,12 +100,11 @@ def hand_run(model: Path, out: Path, a, sampler, params, flops) -> dict:
 
 
 def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list[dict]]:
-    enqueue = "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in TRIALS) + "]"
     args = [f"model.name_or_path={model}", "model.build=null", "train=gpu", f"train.max_steps={a.steps}",
             f"train.eval_steps={a.steps // 2}", "train.logging_steps=10", "data.eval_size=16", "train.max_length=256",
             "train.per_device_eval_batch_size=8", "train.per_device_train_batch_size=auto",
             f"train.effective_batch_size={a.batch}", f"train.optim={a.optim}", "data.metric=null",
-            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={enqueue}", "sweep.pruner=median",
+            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={ENQUEUE}", "sweep.pruner=median",
             "sweep.trials_per_device=auto", "sweep.checkpoints=false", "sweep.final_report=false",
             "sweep.recheck_seeds=0", "sweep.study_name=gpu-check",
             f"sweep.dir={out / 'sweep'}", "tracking.mode=offline",
@@ -152,12 +154,11 @@ def asha_sweep(model: Path, out: Path, a, sampler) -> dict:
     the top half continued from their checkpoints. Paused trials must hold no GPU memory, so no more
     than K processes train at once although six trial legs run; each leg trains only its new steps."""
     steps, k = (20, 4) if not a.cpu else (8, 2)
-    enqueue = "[" + ", ".join("{" + ", ".join(f"{k_}: {v}" for k_, v in t.items()) + "}" for t in TRIALS) + "]"
     args = [f"model.name_or_path={model}", "model.build=null", "train=gpu", f"train.max_steps={steps}",
             f"train.eval_steps={steps // 2}", "train.logging_steps=5", "data.eval_size=16", "train.max_length=256",
             "train.per_device_eval_batch_size=8", f"train.per_device_train_batch_size={a.batch // 2}",
             "train.gradient_accumulation_steps=2", f"train.optim={a.optim}", "data.metric=null",
-            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={enqueue}", "sweep.pruner=asha", "sweep.asha_eta=2",
+            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={ENQUEUE}", "sweep.pruner=asha", "sweep.asha_eta=2",
             f"sweep.trials_per_device={k}", "sweep.recheck_seeds=0", "sweep.final_report=false",
             "sweep.study_name=gpu-asha", f"sweep.dir={out / 'asha'}", "tracking.mode=offline",
             *(["train.gradient_checkpointing=false"] if a.cpu else [])]
@@ -174,7 +175,7 @@ def asha_sweep(model: Path, out: Path, a, sampler) -> dict:
         legs.append({"trial": t.number, "state": t.state.name.lower(), "bits": t.params.get("quant_bits"),
                      "r": t.params.get("lora_r"), "device": u.get("device"), "paused_at": u.get("paused_at"),
                      "continued_from": u.get("continued_from"), "resumed_from_step": u.get("resumed_from_step"),
-                     "evals": {int(k_): round(v, 4) for k_, v in t.intermediate_values.items()},
+                     "evals": {int(step): round(v, 4) for step, v in t.intermediate_values.items()},
                      "peak_gpu_gib": round(sampler.peaks[u["pid"]] / 2**30, 2) if sampler.peaks.get(u.get("pid")) else None,
                      "wall_s": u.get("wall_s"), "fail_reason": u.get("fail_reason")})
     trained = sum(max(x["evals"], default=0) - (x["resumed_from_step"] or 0) for x in legs)
@@ -258,6 +259,7 @@ def main():
 def save(result: dict, stem: Path) -> None:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
+
 
 if __name__ == "__main__":
     main()

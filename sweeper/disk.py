@@ -37,12 +37,17 @@ def state_of(path: Path) -> str | None:
     return None
 
 
+def unwritable(folder: Path, key: str, value, e: OSError) -> ConfigError:
+    """The one line for a folder the disk refused (e: what it said)."""
+    return ConfigError(key, value, f"cannot be written: {describe_error(e, existing(folder)) or e.strerror}")
+
+
 def check_writable(folder: Path, key: str, value) -> None:
     """Write a file where folder is (or would be created), as a trial will; one line naming the key
     if the disk refuses. Nothing is left behind."""
     e = write_refused(folder)
     if e is not None:
-        raise ConfigError(key, value, f"cannot be written: {describe_error(e, existing(folder)) or e.strerror}")
+        raise unwritable(folder, key, value, e)
 
 
 def check_sqlite(path: Path, shown: str) -> None:

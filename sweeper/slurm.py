@@ -156,11 +156,10 @@ def job_status(job_id: str) -> tuple[bool, str | None]:
         return True, None  # cannot tell: keep following
     if proc.returncode != 0:  # a job long gone is "Invalid job id"; anything else: cannot tell
         return "invalid job id" not in proc.stderr.lower(), None
-    rows = [line.split("|", 1) + [""] for line in proc.stdout.splitlines() if line.strip()]
-    if any(state.strip() != "PENDING" for state, *_ in rows):
+    rows = [[part.strip() for part in line.split("|", 1)] + [""] for line in proc.stdout.splitlines() if line.strip()]
+    if any(state != "PENDING" for state, reason, *_ in rows):
         return bool(rows), None
-    reasons = [reason.strip() for _, reason, *_ in rows if reason.strip() not in ("", "None")]
-    return bool(rows), (reasons[0] if reasons else None)
+    return bool(rows), next((reason for _, reason, *_ in rows if reason not in ("", "None")), None)
 
 
 def waiting_line(job_id: str, reason: str) -> str:

@@ -73,10 +73,9 @@ def build_storage(s: SweepSettings, connections: int | None = None):
     try:
         s.dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here, and the trials
     except OSError as e:  # make report/follow reach here without the sweep's disk checks
-        from sweeper.disk import describe_error
-        from trainers.paths import existing
+        from sweeper.disk import unwritable
 
-        raise ConfigError("sweep.dir", str(s.dir), f"cannot be written: {describe_error(e, existing(s.dir)) or e.strerror}")
+        raise unwritable(s.dir, "sweep.dir", str(s.dir), e) from None
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since optuna 2.8; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
