@@ -104,7 +104,7 @@ def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list
             f"train.eval_steps={a.steps // 2}", "train.logging_steps=10", "data.eval_size=16", "train.max_length=256",
             "train.per_device_eval_batch_size=8", "train.per_device_train_batch_size=auto",
             f"train.effective_batch_size={a.batch}", f"train.optim={a.optim}", "data.metric=null",
-            f"sweep.n_trials={len(TRIALS)}", f"sweep.enqueue={ENQUEUE}", "sweep.pruner=median",
+            f"sweep.n_trials={a.n_trials}", f"sweep.enqueue={ENQUEUE}", "sweep.pruner=median",
             "sweep.trials_per_device=auto", "sweep.checkpoints=false", "sweep.final_report=false",
             "sweep.recheck_seeds=0", "sweep.study_name=gpu-check",
             f"sweep.dir={out / 'sweep'}", "tracking.mode=offline",
@@ -144,9 +144,32 @@ def sweep(model: Path, out: Path, a, sampler, params, flops) -> tuple[dict, list
     lines = (out / "sweep.log").read_text().splitlines()
     said = [line for line in lines if line.startswith(("slots:", "per-device batch", "target "))]
     summed = tokens / training if training else 0.0
+    peaks = study.user_attrs.get("memory_peaks")
     return {"wall_s": round(wall, 1), "training_span_s": round(training, 1), "tokens": tokens,
             "summed_tokens_per_s": round(summed, 1), "summed_mfu": round(6 * params * summed / flops, 4) if flops else None,
-            "decided": said, "memory_peaks": study.user_attrs.get("memory_peaks")}, rows
+            "decided": said, "memory_peaks": peaks, "k_memory_allows": k_memory_allows(peaks),
+            "probe_padded_to": probe_padding(out / "sweep" / "probe")}, rows
+
+
+def k_memory_allows(peaks: dict | None) -> int | None:
+    """K the device's and host's memory allow at the effective batch, before the cap of the
+    study's own trial count (sweep.n_trials per device)."""
+    from sweeper.packing import slots_for
+    from sweeper.slots import visible_gpus
+
+    gpus = visible_gpus()
+    if not peaks or not gpus:
+        return None
+    hungriest = max(peaks.values(), key=lambda p: p["peak_bytes"])  # measured at the effective batch
+    return slots_for(gpus[0][1], hungriest, os.cpu_count() or 1, 1)
+
+
+def probe_padding(probe_dir: Path) -> list[int]:
+    """The lengths the memory probes padded every batch to (train.pad_to_multiple_of=longest)."""
+    import re
+
+    found = (re.search(r"every batch padded to (\d+) tokens", f.read_text()) for f in probe_dir.glob("*/trial.log"))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def asha_sweep(model: Path, out: Path, a, sampler) -> dict:
@@ -192,11 +215,16 @@ def markdown(result: dict) -> str:
              f"tokens/s after step 10; MFU = 6 x params x tokens/s / {result['bf16_peak_tflops']} TFLOP/s; "
              f"whole check {result['check_s']} s", "", *(f"- {line}" for line in result["sweep"]["decided"]), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in [result["hand_run"], *result["sweep_trials"]]:
+    for r in [result.get("hand_run") or {"trial": "hand-run (not run)"}, *result["sweep_trials"]]:
         lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     s = result["sweep"]
     lines += ["", f"sweep: {s['wall_s']} s wall, {s['tokens']} training tokens over {s['training_span_s']} s of training, "
                   f"summed {s['summed_tokens_per_s']} tokens/s, summed MFU {s['summed_mfu']}"]
+    if s.get("memory_peaks"):
+        measured = ", ".join(f"{p['peak_bytes'] / 2**30:.1f} GiB" for p in s["memory_peaks"].values())
+        lines += ["", f"memory probe: every batch padded to {s.get('probe_padded_to') or 'max_length'} tokens; "
+                      f"peaks measured {measured}; K the memory allows at batch {result.get('batch')}: "
+                      f"{s.get('k_memory_allows')} (before the cap of sweep.n_trials)"]
     h = result.get("asha")
     if h:
         lines += ["", f"## sweep.pruner=asha (eta 2, rungs {h['max_steps'] // 2} and {h['max_steps']}, K={h['k']}, "
@@ -216,7 +244,11 @@ def main():
     ap.add_argument("--cpu", action="store_true", help="a tiny shape on the CPU: a dry run of the whole check")
     ap.add_argument("--out", default="/tmp/gpu-check")
     ap.add_argument("--results", default=str(ROOT / "bench" / "gpu"))
+    ap.add_argument("--parts", default="hand,sweep,asha", help="which of hand, sweep, asha to run (comma-separated)")
+    ap.add_argument("--n-trials", type=int, default=len(TRIALS), help="the sweep's trials: the four enqueued, then sampled")
+    ap.add_argument("--tag", default="", help="appended to the results' file name: a partial check beside a full one")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     a.steps, a.batch, a.optim = (20, 4, "adamw_torch") if a.cpu else (50, 16, "paged_adamw_32bit")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -235,20 +267,21 @@ def main():
     params = params_of(model)
     sampler = MemorySampler()
     sampler.start()
-    print(f"{name}: {params / 1e9:.2f} B params; hand-run trial...", flush=True)
-    hand = hand_run(model, out, a, sampler, params, flops)
+    print(f"{name}: {params / 1e9:.2f} B params; parts: {sorted(parts)}", flush=True)
+    hand = hand_run(model, out, a, sampler, params, flops) if "hand" in parts else None
     print(f"hand-run: {hand}\nsweep...", flush=True)
     summary, trials = sweep(model, out, a, sampler, params, flops)
     date = datetime.date.today().isoformat()
     result = {"card": name, "date": date, "model_params": params, "shape": "2 layers, 256 wide" if a.cpu else
-              "Llama-3.1-8B", "steps": a.steps, "bf16_peak_tflops": flops / 1e12 if flops else None,
+              "Llama-3.1-8B", "steps": a.steps, "batch": a.batch, "bf16_peak_tflops": flops / 1e12 if flops else None,
               "hand_run": hand, "sweep": summary, "sweep_trials": trials, "check_s": round(time.time() - check_start, 1)}
     results = Path(a.results)
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"{name.replace(' ', '-')}-{date}"
+    stem = results / f"{name.replace(' ', '-')}-{date}{a.tag}"
     save(result, stem)  # written before the asha sweep too: a time limit there keeps what was measured
-    print("asha sweep...", flush=True)
-    result["asha"] = asha_sweep(model, out, a, sampler)
+    if "asha" in parts:
+        print("asha sweep...", flush=True)
+        result["asha"] = asha_sweep(model, out, a, sampler)
     sampler.stop.set()
     result["check_s"] = round(time.time() - check_start, 1)
     save(result, stem)

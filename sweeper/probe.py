@@ -1,6 +1,6 @@
 """trials_per_device=auto: the peak memory of the space's hungriest trial (largest rank, 8-bit
-where the space has it, all linear layers where it has them, every batch padded to max_length, one
-full eval batch), measured once by training it a few steps in a trial process on the device. On a
+where the space has it, all linear layers where it has them, every batch, train and eval, padded to
+the data's longest row after truncation to max_length), measured once by training it a few steps in a trial process on the device. On a
 GPU the peak is the driver's per-process figure (nvidia-smi/NVML: CUDA context, allocator cache and
 bitsandbytes' paged optimizer included, which torch.cuda.max_memory_allocated misses); on the CPU,
 the process's peak resident memory. Cached in the study, keyed by what determines it."""
@@ -46,11 +46,12 @@ def hungriest(space: list[Param]) -> dict:
 
 
 def probe_overrides(s: SweepSettings, values: dict, batch: int | None, out_dir) -> list[str]:
-    t = s.trial.train
     out = to_overrides(values, s.space) + [
         f"train.max_steps={PROBE_STEPS}", f"train.eval_steps={PROBE_STEPS}", f"train.warmup_steps=0",
-        "train.pad_to_multiple_of=${train.max_length}", "train.save_strategy=no",
-        f"data.eval_size={t.per_device_eval_batch_size}", "tracking.mode=disabled", f"output_dir={out_dir}"]
+        # The trials' own data (data.eval_size kept: it decides which rows are held out), so the
+        # longest row is theirs; no generated metric, whose memory is the forward pass's.
+        "train.pad_to_multiple_of=longest", "train.save_strategy=no", "data.metric=null",
+        "tracking.mode=disabled", f"output_dir={out_dir}"]
     if batch is not None:  # per_device_train_batch_size=auto: measured at this per-device batch
         out += [f"train.per_device_train_batch_size={batch}", "train.gradient_accumulation_steps=1",
                 "train.effective_batch_size=null"]

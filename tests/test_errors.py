@@ -237,6 +237,8 @@ def test_target_module_error_lists_the_model_layers(short_trial, capsys):
     ("train.max_steps=ten", "train.max_steps='ten': must be a whole number"),
     ("train.eval_steps=2.5", "train.eval_steps=2.5: must be a whole number > 0"),
     ("train.learning_rate=fast", "train.learning_rate='fast': must be a number"),
+    ("train.pad_to_multiple_of=longer", "train.pad_to_multiple_of='longer': must be a whole number > 0, longest or null"),
+    ("train.pad_to_multiple_of=0", "train.pad_to_multiple_of=0: must be a whole number > 0"),
 ])
 def test_number_errors_read_as_english(override, says, short_trial, capsys):
     code, err = run_main(short_trial + [override], capsys)

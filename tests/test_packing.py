@@ -79,6 +79,12 @@ def test_auto_batch_on_the_peaks_an_h200_measured():
     assert on_card(peaks_at(8, low, high)) == 5
     assert choose_batch(16, low, high, on_card) == (16, 3)
 
+    # The same trial probed with rows padded to the data's longest row (79 tokens; the -longest-row
+    # check): 20.01 GB at batch 16, the real trials' own peak, and K=6 by memory.
+    high = (16, {"peak_bytes": 20013121536, "peak_rss_bytes": 17298329600})
+    low = (1, {"peak_bytes": 14646509568, "peak_rss_bytes": 17296871424})
+    assert choose_batch(16, low, high, on_card) == (16, 6)
+
 
 def test_auto_batch_with_k_fixed_takes_the_largest_batch_that_fits_k_times():
     low, high = (1, peaks(4.0)), (16, peaks(120.0))
@@ -194,3 +200,23 @@ def test_a_trial_yields_a_core_while_its_slots_next_spare_imports():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_longest_row_padding_pads_train_and_eval_batches_to_the_datas_longest_row():
+    """The memory probe's padding (train.pad_to_multiple_of=longest), on TRL's own collator: a batch
+    of short rows comes out as long as the longest row of either split, the worst batch these data
+    make; a real trial's batch pads to its own longest row, so the probe's peak bounds it."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from trainers.sft import pad_to_longest_row
+
+    train = Dataset.from_dict({"input_ids": [[1, 2, 3], [1] * 7, [4, 5]]})
+    evals = Dataset.from_dict({"input_ids": [[1] * 9, [2]]})
+    trainer = SimpleNamespace(train_dataset=train, eval_dataset=evals,
+                              data_collator=DataCollatorForLanguageModeling(pad_token_id=0))
+    assert pad_to_longest_row(trainer) == 9
+    batch = trainer.data_collator([{"input_ids": [1, 2, 3]}, {"input_ids": [4, 5]}])
+    assert tuple(batch["input_ids"].shape) == (2, 9) and batch["labels"][0, 3:].eq(-100).all()

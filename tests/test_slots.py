@@ -4,6 +4,7 @@ retries both, GPU ids reach the trial processes, out of memory costs one trial a
 the storage holds up under contention."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def test_two_cpu_slots_run_trials_side_by_side(sweep_args, tmp_path):
     assert starts[1] < min(t.datetime_complete for t in study.trials)
     peaks = list(study.user_attrs["memory_peaks"].values())
     assert len(peaks) == 2 and all(p["peak_rss_bytes"] > 2**27 for p in peaks)  # batch 1 and 8, each measured once
+    # The probe pads to the data's longest row (demo rows: prompts ~60 tokens), not to max_length=128.
+    for log in (tmp_path / "sweep" / "probe").glob("*/trial.log"):
+        padded = int(re.search(r"every batch padded to (\d+) tokens", log.read_text()).group(1))
+        assert 60 < padded < 128, padded
     batch = ["train.per_device_train_batch_size=8", "train.gradient_accumulation_steps=1"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert complete

@@ -65,7 +65,7 @@ class TrainSettings:
     eval_steps: int
     logging_steps: int
     max_length: int
-    pad_to_multiple_of: int | None
+    pad_to_multiple_of: int | str | None  # or "longest": every batch as long as the data's longest row
     optim: str
     gradient_checkpointing: bool
     save_strategy: str
@@ -202,7 +202,10 @@ def _train(cfg: DictConfig) -> TrainSettings:
     _check(v["seed"] < 2**31, "train.seed", v["seed"], "must be a whole number >= 0 and below 2**31")
     _check(v["save_strategy"] in ("no", "steps", "epoch"), "train.save_strategy", v["save_strategy"],
            "allowed: no, steps, epoch")
-    if v["pad_to_multiple_of"] is not None:
+    if v["pad_to_multiple_of"] not in (None, "longest"):
+        value = v["pad_to_multiple_of"]
+        _check(not isinstance(value, str) or value.strip().isdigit(), "train.pad_to_multiple_of", value,
+               "must be a whole number > 0, longest or null")
         v["pad_to_multiple_of"] = _number(v, "train", "pad_to_multiple_of", int, 0)
     if v["save_total_limit"] is not None:
         v["save_total_limit"] = _number(v, "train", "save_total_limit", int, 0)

@@ -107,8 +107,28 @@ def sft_config(s: TrialSettings, report_to: str):
         save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         use_cpu=not cuda, bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
         include_num_input_tokens_seen=True,
-        # Only when asked (the sweep's memory probe): TRL's own default is "auto".
-        **({"pad_to_multiple_of": t.pad_to_multiple_of} if t.pad_to_multiple_of else {}))
+        # Only when asked: TRL's own default pads each batch to its own longest row.
+        **({"pad_to_multiple_of": t.pad_to_multiple_of} if isinstance(t.pad_to_multiple_of, int) else {}))
+
+
+def longest_row(*datasets) -> int:
+    """Tokens in the longest row of these tokenized (and truncated) datasets, read from Arrow's
+    list lengths: a Python list of every row's ids would not fit a large dataset."""
+    import pyarrow.compute as pc
+
+    return max(pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py() or 0 for ds in datasets)
+
+
+def pad_to_longest_row(trainer) -> int:
+    """train.pad_to_multiple_of=longest (the sweep's memory probe): every batch, train and eval,
+    padded to the longest row of this trial's data after truncation to max_length: the longest batch
+    these data can make, so the probe's peak bounds a real trial's (its batches pad to their own
+    longest row) without assuming rows reach max_length (on short rows that overstated the peak 2x,
+    docs/gpu.md)."""
+    length = longest_row(trainer.train_dataset, trainer.eval_dataset)
+    trainer.data_collator.pad_to_multiple_of = length
+    print(f"train.pad_to_multiple_of=longest: every batch padded to {length} tokens", flush=True)
+    return length
 
 
 def ensure_model(model: ModelSettings) -> None:
@@ -203,6 +223,8 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
                          eval_dataset=evals, processing_class=tokenizer,
                          peft_config=build_lora(s.lora, resolve(s.lora.target_modules, model)),
                          callbacks=[_eval_printer(), meter, *callbacks])
+    if s.train.pad_to_multiple_of == "longest":
+        pad_to_longest_row(trainer)
     mark("trainer_built")
     adapted = adapted_modules(trainer.model)
     if run is not None:  # what was adapted, as PEFT did it: W&B compares trials by it
