@@ -1,6 +1,7 @@
 """Imports bitsandbytes with its import-time torch.compile calls deferred to each kernel's first call,
 which saves every trial process about 1.5 s of CPU (measured below)."""
 import functools
+import logging
 import sys
 
 
@@ -38,8 +39,16 @@ def import_bitsandbytes():
 
     compile_ = torch.compile
     torch.compile = _deferred(compile_)
+    # On a CPU with AVX512-BF16 bitsandbytes asks the `kernels` package for a hub kernel at import;
+    # kernels 0.19 refuses that repository as unverified (offline or not), bitsandbytes falls back
+    # to its own kernel and logs "Failed to load CPU gemm_4bit_forward ... pip install kernels", in
+    # every trial process: advice that does not apply, so that import-time warning is not shown.
+    cpu_ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = cpu_ops.level
+    cpu_ops.setLevel(logging.ERROR)
     try:
         import bitsandbytes
     finally:
         torch.compile = compile_
+        cpu_ops.setLevel(level)
     return bitsandbytes
