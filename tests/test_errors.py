@@ -277,3 +277,15 @@ def test_a_task_metric_with_no_row_to_judge_is_refused_before_training(short_tri
                                  f"none of the 4 it would use in {path} holds one; allowed: null (data.metric=null: "
                                  "eval loss only) or rows whose completion is a price"]
     assert not (tmp_path / "run").exists()
+
+
+def test_an_adapter_folder_given_as_the_model_names_its_base(short_trial, tiny_model, tmp_path, capsys):
+    """A sweep's best/ (or any PEFT adapter) as model.name_or_path: transformers' "Unrecognized model
+    ... Should have a `model_type` key in its config.json" sent the user looking for a config.json."""
+    adapter = tmp_path / "best"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model), "r": 8}))
+    code, err = run_main(short_trial + ["model.build=null", f"model.name_or_path={adapter}"], capsys)
+    assert code == 2 and err == [f"error: model.name_or_path='{adapter}': a LoRA adapter (adapter_config.json), not a "
+                                 f"base model to adapt; allowed: a base model folder or hub id, e.g. the one it was "
+                                 f"trained on: {tiny_model}"], err

@@ -2,6 +2,7 @@
 loads: the model's config builds it on the meta device (no memory, no download of weights). None
 imports peft or bitsandbytes, which initialise CUDA: the sweep process runs them itself."""
 import functools
+import json
 from pathlib import Path
 
 from trainers.paths import write_refused
@@ -27,6 +28,11 @@ def check_model_exists(model: ModelSettings) -> None:
     path = Path(value).expanduser()
     if value.startswith((".", "/", "~")) and not path.exists():
         raise ConfigError(key, value, "no such folder; allowed: a local model folder or a hub model id")
+    adapter = path / "adapter_config.json"
+    if adapter.is_file() and not (path / "config.json").is_file():  # e.g. a sweep's best/: a LoRA, not a model
+        base = _adapter_base(adapter)
+        raise ConfigError(key, value, "a LoRA adapter (adapter_config.json), not a base model to adapt; allowed: a "
+                          f"base model folder or hub id{f', e.g. the one it was trained on: {base}' if base else ''}")
     from trainers.quiet import hub_retries_hidden
 
     try:
@@ -36,6 +42,13 @@ def check_model_exists(model: ModelSettings) -> None:
         raise ConfigError(key, value, f"not a local model folder or a reachable hub model ({first_line(e)[:160]})") from None
     if path.is_dir() and not any(next(path.glob(p), None) for p in WEIGHT_FILES):
         raise ConfigError(key, value, "a folder with a config.json but no weights (*.safetensors or *.bin)")
+
+
+def _adapter_base(adapter: Path) -> str | None:
+    try:
+        return json.loads(adapter.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # transformers' enums of optimizer and scheduler names, and the modules that define them. Importing
