@@ -178,10 +178,11 @@ def run_on_slurm(s) -> int:
     import optuna
 
     from sweeper.follow import follow
-    from sweeper.slurm import submit
+    from sweeper.slurm import check_submission, submit
     from sweeper.study import build_storage, counts, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_submission(s)  # before the study and its baseline exist
     study = open_study(s, build_storage(s))
     print(study_line(s, counts(study)["finished"]), flush=True)
     job = submit(s)

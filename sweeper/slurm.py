@@ -125,6 +125,34 @@ def require_sbatch() -> None:
                           "node, or use sweep.launcher=local")
 
 
+# What sbatch --test-only says of a request no cluster state makes valid: a name the cluster does
+# not know, or an option sbatch cannot read. Its other refusals are not certain: with every node
+# down or drained it answers "Requested node configuration is not available" for a job that a real
+# submission would queue until they return (measured on the test cluster), so those go on to sbatch.
+CERTAIN_REFUSALS = {"invalid partition": "sweep.slurm.partition", "invalid account": "sweep.slurm.account",
+                    "invalid qos": "sweep.slurm.extra", "invalid generic resource": "sweep.slurm.gpus_per_worker",
+                    "invalid feature": "sweep.slurm.extra", "unrecognized option": "sweep.slurm.extra",
+                    "invalid option": "sweep.slurm.extra"}
+
+
+def check_submission(s) -> None:
+    """Asked before the study is created: sbatch --test-only on the array's script (from stdin;
+    nothing is queued or written), refused in one line where sbatch certainly will refuse it."""
+    try:
+        proc = subprocess.run(["sbatch", "--test-only", "--export=ALL"], input=sbatch_script(s, sys.executable, Path.cwd()),
+                              capture_output=True, text=True, env={**os.environ, STORAGE_ENV: s.storage}, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return  # the real submission will say what is wrong
+    if proc.returncode == 0:
+        return
+    for line in (proc.stderr + proc.stdout).splitlines():
+        key = next((k for fragment, k in CERTAIN_REFUSALS.items() if fragment in line.lower()), None)
+        if key is not None:
+            value = {"sweep.slurm.partition": s.slurm.partition, "sweep.slurm.account": s.slurm.account,
+                     "sweep.slurm.gpus_per_worker": s.slurm.gpus_per_worker}.get(key, list(s.slurm.extra))
+            raise ConfigError(key, value, f"sbatch refuses it ({line.removeprefix('sbatch: ').strip()})")
+
+
 def submit(s) -> str:
     """Write the array's script into <study>/slurm/ and submit it; the job id."""
     require_sbatch()

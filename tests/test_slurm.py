@@ -204,6 +204,29 @@ def test_follower_says_when_the_job_cannot_start(slurm_conf, short_trial, tmp_pa
     optuna.delete_study(study_name=name, storage=POSTGRES)
 
 
+@pytest.mark.parametrize("override,says", [
+    ("sweep.slurm.partition=nosuch", "sweep.slurm.partition='nosuch': sbatch refuses it (error: invalid partition specified: nosuch)"),
+    ('sweep.slurm.extra=["--bogus"]', "sweep.slurm.extra=['--bogus']: sbatch refuses it (unrecognized option '--bogus')"),
+])
+def test_what_sbatch_certainly_refuses_is_said_before_the_study_exists(slurm_conf, short_trial, tmp_path, override,
+                                                                       says, capsys):
+    """sbatch --test-only on the array's script: a partition the cluster lacks was refused by sbatch
+    only after the study and its baseline were created; now in one line, with no study and no job."""
+    from sweeper.__main__ import main
+
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    os.environ["SLURM_CONF"] = slurm_conf
+    try:
+        code = main(short_trial + ["tracking.mode=disabled", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
+                                   f"sweep.study_name={name}", "sweep.launcher=slurm", "sweep.slurm.gpus_per_worker=0",
+                                   override])
+    finally:
+        del os.environ["SLURM_CONF"]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err == [f"error: {says}"], err
+    assert name not in optuna.get_all_study_names(POSTGRES) and not squeue(slurm_conf)
+
+
 @pytest.mark.parametrize("reason,never", [("PartitionConfig", True), ("QOSMaxCpuPerJobLimit", True),
                                           ("PartitionDown", False), ("AssocGrpCpuLimit", False), ("Resources", False)])
 def test_only_reasons_that_never_clear_are_called_final(reason, never):
