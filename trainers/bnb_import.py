@@ -39,16 +39,19 @@ def import_bitsandbytes():
 
     compile_ = torch.compile
     torch.compile = _deferred(compile_)
-    # On a CPU with AVX512-BF16 bitsandbytes asks the `kernels` package for a hub kernel at import;
-    # kernels 0.19 refuses that repository as unverified (offline or not), bitsandbytes falls back
-    # to its own kernel and logs "Failed to load CPU gemm_4bit_forward ... pip install kernels", in
-    # every trial process: advice that does not apply, so that import-time warning is not shown.
-    cpu_ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = cpu_ops.level
-    cpu_ops.setLevel(logging.ERROR)
+    # On a CPU with AVX512-BF16 bitsandbytes asks the `kernels` package for a hub kernel at import.
+    # Without a reachable hub that fails (kernels 0.19 cannot verify the publisher; offline it says
+    # it skips the check, then finds nothing cached), bitsandbytes falls back to its own kernel, and
+    # both log it in every trial process ("... pip install kernels", which is installed): warnings
+    # with nothing for the user to do, so not shown during the import.
+    quieted = [logging.getLogger(name) for name in ("bitsandbytes.backends.cpu.ops", "kernels")]
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.ERROR)
     try:
         import bitsandbytes
     finally:
         torch.compile = compile_
-        cpu_ops.setLevel(level)
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
     return bitsandbytes
