@@ -208,6 +208,33 @@ def test_an_unreachable_hub_puts_the_command_offline_once_not_each_load(monkeypa
                                                "or a reachable hub model"), err
 
 
+def test_a_hub_that_resolves_but_refuses_connections_is_unreachable_too(monkeypatch):
+    """A firewall that rejects the hub's port: the name resolves, and huggingface_hub retried every
+    load; one connection at the start tells. A hub that answers keeps the process online, and a
+    user's own HF_HUB_OFFLINE (0 included) is left alone."""
+    import socket
+
+    from trainers.offline import offline_if_hub_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once it closes
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    note = offline_if_hub_unreachable(["someone/model"])
+    assert note.startswith("the model hub cannot be reached (127.0.0.1: Connection refused)"), note
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert offline_if_hub_unreachable(["someone/model"]) is None and "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert offline_if_hub_unreachable(["someone/model"]) is None and os.environ["HF_HUB_OFFLINE"] == "0"
+
+
 def test_columns_naming_a_missing_column(short_trial, tmp_path, capsys):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     code, err = run_main(short_trial + [f"data.name_or_path={path}",

@@ -1,5 +1,5 @@
-"""A model hub that cannot be reached, found by one DNS lookup when a command starts, puts the
-process (and the trial processes it starts, which inherit its environment) in HF_HUB_OFFLINE mode:
+"""A model hub that cannot be reached, found by one DNS lookup and one TCP connection when a command
+starts, puts the process (and the trial processes it starts, which inherit its environment) in HF_HUB_OFFLINE mode:
 local folders and the Hugging Face cache then answer at once, where huggingface_hub would retry
 each load for ~25 s, in the sweep's checks and again in every trial."""
 import os
@@ -12,15 +12,18 @@ HUB = "https://huggingface.co"  # huggingface_hub's endpoint unless HF_ENDPOINT 
 ON = ("1", "true", "yes", "on")
 
 
-def hub_unreachable(timeout_s: float = 3.0) -> str | None:
-    """'<host>: <why>' when the hub's host name does not resolve, else None. Only a definite answer
-    counts: a resolver too slow to answer within timeout_s leaves the libraries to try."""
-    host = urlparse(os.environ.get("HF_ENDPOINT") or HUB).hostname or "huggingface.co"
+def hub_unreachable(timeout_s: float = 3.0, connect_s: float = 5.0) -> str | None:
+    """'<host>: <why>' when the hub's host name does not resolve, or resolves but refuses or drops a
+    connection (a firewall: huggingface_hub would wait out its timeouts and retries at every load),
+    else None. A resolver too slow to answer within timeout_s leaves the libraries to try."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or HUB)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     found: dict[str, str] = {}
 
     def look_up():
         try:
-            socket.getaddrinfo(host, 443)
+            found["address"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
         except socket.gaierror as e:
             found["why"] = e.strerror or str(e)
         except OSError:
@@ -29,7 +32,17 @@ def hub_unreachable(timeout_s: float = 3.0) -> str | None:
     lookup = threading.Thread(target=look_up, daemon=True)
     lookup.start()
     lookup.join(timeout_s)
-    return f"{host}: {found['why']}" if "why" in found else None
+    if "why" in found:
+        return f"{host}: {found['why']}"
+    if "address" not in found:
+        return None
+    try:
+        socket.create_connection(found["address"][:2], timeout=connect_s).close()
+    except TimeoutError:
+        return f"{host}: no answer to a connection on port {port} within {connect_s:g} s"
+    except OSError as e:
+        return f"{host}: {e.strerror or e}"
+    return None
 
 
 def names_the_hub(name: str | None) -> bool:
@@ -40,7 +53,8 @@ def names_the_hub(name: str | None) -> bool:
 def offline_if_hub_unreachable(names: list[str | None]) -> str | None:
     """Where a name is a hub id: the line to say when the process went offline, else None. Called
     before huggingface_hub is imported (it reads HF_HUB_OFFLINE once, on import)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ON or not any(map(names_the_hub, names)):
+    # HF_HUB_OFFLINE=0, set by the user, skips the check: a network this slow still reaches the hub.
+    if "HF_HUB_OFFLINE" in os.environ or not any(map(names_the_hub, names)):
         return None
     why = hub_unreachable()
     if why is None:
