@@ -213,7 +213,8 @@ def test_longest_row_padding_pads_train_and_eval_batches_to_the_datas_longest_ro
 
     from trainers.sft import pad_to_longest_row
 
-    train = Dataset.from_dict({"input_ids": [[1, 2, 3], [1] * 7, [4, 5]]})
+    # TRL filters out rows truncation left without a label: a dropped row (12 tokens) does not count.
+    train = Dataset.from_dict({"input_ids": [[1, 2, 3], [1] * 7, [4, 5], [3] * 12]}).filter(lambda r: r["input_ids"][0] != 3)
     evals = Dataset.from_dict({"input_ids": [[1] * 9, [2]]})
     trainer = SimpleNamespace(train_dataset=train, eval_dataset=evals,
                               data_collator=DataCollatorForLanguageModeling(pad_token_id=0))

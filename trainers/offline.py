@@ -1,6 +1,6 @@
-"""A model hub that cannot be reached, found by one DNS lookup and one TCP connection when a command
-starts, puts the process (and the trial processes it starts, which inherit its environment) in HF_HUB_OFFLINE mode:
-local folders and the Hugging Face cache then answer at once, where huggingface_hub would retry
+"""A model hub that cannot be reached, found by one DNS lookup and one TCP connection when a
+command starts, puts the process (and the trial processes it starts, which inherit its
+environment) in HF_HUB_OFFLINE mode: local folders and the Hugging Face cache then answer at once, where huggingface_hub would retry
 each load for ~25 s, in the sweep's checks and again in every trial."""
 import os
 import socket
@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 HUB = "https://huggingface.co"  # huggingface_hub's endpoint unless HF_ENDPOINT names another
-ON = ("1", "true", "yes", "on")
 
 
 def hub_unreachable(timeout_s: float = 3.0, connect_s: float = 5.0) -> str | None:

@@ -113,10 +113,11 @@ def sft_config(s: TrialSettings, report_to: str):
 
 def longest_row(*datasets) -> int:
     """Tokens in the longest row of these tokenized (and truncated) datasets, read from Arrow's
-    list lengths: a Python list of every row's ids would not fit a large dataset."""
+    list lengths: a Python list of every row's ids would not fit a large dataset. Through the
+    arrow format, not the dataset's table: after TRL's filter that table still holds dropped rows."""
     import pyarrow.compute as pc
 
-    return max(pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py() or 0 for ds in datasets)
+    return max(pc.max(pc.list_value_length(ds.with_format("arrow")["input_ids"])).as_py() or 0 for ds in datasets)
 
 
 def pad_to_longest_row(trainer) -> int:
