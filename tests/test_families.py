@@ -91,3 +91,29 @@ def test_messages_need_a_chat_template(tiny_model, cache_dir, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data.format='messages': needs a chat template")
+
+
+def test_only_a_learned_position_table_limits_max_length(short_trial, capsys):
+    """GPT-2 looks positions up in a table (n_positions): a row longer than it was an IndexError from
+    torch.embedding mid-trial; now refused in one line before any weight loads, and in the sweep's
+    checks naming the search key that produces it. Rotary models have no such table: their
+    max_position_embeddings is a trained length, not a limit, and nothing is refused there."""
+    from sweeper.checks import check_before_study
+    from sweeper.settings import sweep_settings
+    from trainers.__main__ import main
+    from trainers.preflight import learned_positions, meta_model
+    from trainers.settings import ConfigError, ModelSettings
+
+    found = {f: learned_positions(meta_model(ModelSettings(str(family_model(f)), None, False))) for f in SHAPES}
+    assert found == {**{f: None for f in SHAPES}, "gpt2": ("n_positions", SHAPES["gpt2"]["n_positions"])}
+    gpt2 = [a for a in short_trial if not a.startswith("model.name_or_path")] + [
+        f"model.name_or_path={family_model('gpt2')}", "model.build=null", "data.metric=null"]
+    assert main(gpt2 + ["train.max_length=1024"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: train.max_length=1024: longer than the 512 positions this model learned (n_positions=512 in its "
+        "config); allowed: at most 512"]
+    searched = "+search.max_length={type: categorical, choices: [128, 1024], target: train.max_length}"
+    with pytest.raises(ConfigError) as refused:
+        check_before_study(sweep_settings([a for a in gpt2 if not a.startswith(("output_dir", "tracking"))]
+                                          + [searched, "sweep.pruner=none"]))
+    assert str(refused.value).startswith("search.max_length=1024: sets train.max_length=1024: longer than the 512")

@@ -94,6 +94,34 @@ def _meta(name_or_path: str, trust_remote_code: bool):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
+def learned_positions(meta) -> tuple[str, int] | None:
+    """(config key, positions) where the model looks positions up in a table (GPT-2's wpe, OPT's
+    embed_positions): a row beyond it is an IndexError deep in torch. Rotary and ALiBi models have
+    no such table, and their max_position_embeddings is a trained length, not a hard limit."""
+    import torch
+
+    table = next((m for m in meta.modules() if isinstance(m, torch.nn.Embedding)
+                  and m is not meta.get_input_embeddings() and m.num_embeddings >= 64), None)
+    if table is None:
+        return None
+    config = meta.config
+    key = next((k for k in ("n_positions", "max_position_embeddings", "n_ctx") if isinstance(getattr(config, k, None), int)),
+               None)
+    return (key, getattr(config, key)) if key else ("its position table", table.num_embeddings)
+
+
+def check_context(model: ModelSettings, max_lengths: list[int]) -> None:
+    """A max_length beyond a learned position table, refused before any weight loads."""
+    found = learned_positions(meta_model(model))
+    if found is None:
+        return
+    key, positions = found
+    for max_length in max_lengths:
+        if max_length > positions:
+            raise ConfigError("train.max_length", max_length, f"longer than the {positions} positions this model "
+                              f"learned ({key}={positions} in its config); allowed: at most {positions}")
+
+
 def check_target_modules(options: list, meta) -> list[str]:
     """Each listed target module must match a module of the model, by PEFT's own matching rule
     (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name);

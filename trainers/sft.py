@@ -12,7 +12,8 @@ from trainers.bnb_import import import_bitsandbytes
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
-from trainers.preflight import check_model_exists, check_output_dir, check_structure, check_trainer_names
+from trainers.preflight import (check_context, check_model_exists, check_output_dir, check_structure,
+                                check_trainer_names)
 from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
 from trainers.targets import resolve
 from trainers.tracking import finish_run, start_run
@@ -168,6 +169,7 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
         raise ConfigError("data.format", fmt, f"needs a chat template, and the tokenizer of {s.model.name_or_path} has "
                           "none (base models often lack one): use prompt/completion or text rows, or a chat model")
     check_completions_fit(train, tokenizer, s.train.max_length, fmt)
+    check_context(s.model, [s.train.max_length])
     return tokenizer, train, evals
 
 
