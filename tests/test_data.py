@@ -110,3 +110,26 @@ def test_metric_needs_prompt_completion_rows(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_splits(settings(path, metric="price"), tmp_path / "c")
     assert err.value.key == "data.metric" and "response_template" in str(err.value)
+
+
+def test_sharegpt_rows_are_read_as_chat_messages(tmp_path, capsys):
+    """ShareGPT's `conversations` of {from, value} turns ("human", "gpt"): the column needed a rename,
+    after which every row was called empty ("nothing to learn"); TRL would rename the keys inside a
+    trial but keep roles no chat template knows. Read as messages with user/assistant, said once."""
+    rows = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": f"hi {i}"},
+                               {"from": "gpt", "value": f"yo {i}"}], "id": i} for i in range(20)]
+    train, evals, fmt = load_splits(settings(write(tmp_path / "chat.jsonl", rows)), tmp_path / "cache")
+    assert fmt == "messages" and train.column_names == ["messages"] and len(train) + len(evals) == 20
+    assert [t["role"] for t in train[0]["messages"]] == ["system", "user", "assistant"]
+    assert train[0]["messages"][1]["content"].startswith("hi ") and train[0]["messages"][2]["content"].startswith("yo ")
+    assert capsys.readouterr().out.count("ShareGPT turns (conversations: from/value) read as messages") == 1
+
+
+def test_chat_turns_without_role_and_content_are_refused(tmp_path):
+    rows = [{"messages": [{"speaker": "user", "text": f"hi {i}"}, {"speaker": "assistant", "text": "yo"}]} for i in range(20)]
+    path = write(tmp_path / "chat.jsonl", rows)
+    with pytest.raises(ConfigError) as refused:
+        load_splits(settings(path), tmp_path / "cache")
+    assert str(refused.value) == (f"data.train_split='train': has 20 row(s) whose messages have a turn without role and "
+                                  f'content in {path} (the first: line 1: {{"speaker": "user", "text": "hi 0"}}); each '
+                                  'turn is {"role": ..., "content": ...}')

@@ -116,6 +116,33 @@ def _load(data: DataSettings, cache_dir: Path):
         raise ConfigError(key, data.name_or_path, f"could not be loaded from the hub: {first_line(e)}") from None
 
 
+# ShareGPT's roles (the format of many chat datasets on the hub: a `conversations` column of
+# {from, value} turns, "human" and "gpt"), as chat templates name them; others are kept as they are.
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def _sharegpt(turns) -> bool:
+    return isinstance(turns, list) and any(isinstance(t, dict) and "from" in t and "value" in t for t in turns)
+
+
+def sharegpt_as_messages(ds, train_split: str):
+    """ShareGPT rows read as chat messages: `conversations` becomes `messages` (TRL's own
+    conversion does that much, inside each trial, but keeps "human" and "gpt", which chat templates
+    do not know), each turn {role, content} with ShareGPT's roles renamed; said once."""
+    columns = ds[train_split].column_names
+    column = "messages" if "messages" in columns else "conversations" if "conversations" in columns else None
+    if column is None or not any(_sharegpt(turns) for turns in ds[train_split].select(range(min(8, len(ds[train_split]))))[column]):
+        return ds
+
+    def convert(row):
+        return {"messages": [{"role": SHAREGPT_ROLES.get(t.get("from"), t.get("from")), "content": t.get("value")}
+                             if isinstance(t, dict) and "from" in t else t for t in (row[column] or [])]}
+
+    print(f"data: ShareGPT turns ({column}: from/value) read as messages (role/content; human -> user, "
+          "gpt -> assistant)", flush=True)
+    return ds.map(convert, remove_columns=[column])
+
+
 def detect_format(columns: list[str], data: DataSettings) -> str:
     if data.format != "auto":
         needed = SCHEMAS[data.format]
@@ -148,6 +175,7 @@ def load_splits(data: DataSettings, cache_dir: Path):
         ds = ds.rename_columns({src: dst for dst, src in data.columns.items()})
     if data.response_template is not None:
         ds = split_at_template(ds, data)
+    ds = sharegpt_as_messages(ds, data.train_split)
     train = ds[data.train_split]
     fmt = detect_format(train.column_names, data)
     if data.metric is not None and fmt != "prompt_completion":
@@ -249,8 +277,14 @@ def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
                                   f"{data.name_or_path} (the first: {_row_at(other[0], data)}: "
                                   f"{json.dumps(column_values[other[0]])[:40]}); make it a string")
     if fmt == "messages":
-        empty = [i for i, m in enumerate(values) if not m or all(_blank(turn.get("content")) for turn in m
-                                                                 if isinstance(turn, dict))]
+        odd = [i for i, m in enumerate(values) if m and any(not isinstance(t, dict) or "role" not in t or "content" not in t
+                                                             for t in m)]
+        if odd:  # the chat template's KeyError or a blank turn, mid-trial
+            turn = next(t for t in values[odd[0]] if not isinstance(t, dict) or "role" not in t or "content" not in t)
+            raise ConfigError(key, name, f"has {len(odd)} row(s) whose messages have a turn without role and content in "
+                              f"{data.name_or_path} (the first: {_row_at(odd[0], data)}: {json.dumps(turn)[:60]}); "
+                              "each turn is {\"role\": ..., \"content\": ...}")
+        empty = [i for i, m in enumerate(values) if not m or all(_blank(turn.get("content")) for turn in m)]
     else:
         empty = [i for i, v in enumerate(values) if _blank(v)]
     if len(empty) == len(values):
