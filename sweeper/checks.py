@@ -3,7 +3,7 @@ produce (none imports peft, so this process never initialises CUDA)."""
 from pathlib import Path
 
 from sweeper.settings import SweepSettings, sqlite_file
-from trainers.preflight import check_context, check_structure, check_trainer_names
+from trainers.preflight import check_context, check_quantization, check_structure, check_trainer_names
 from trainers.settings import ConfigError
 
 
@@ -51,6 +51,7 @@ def check_before_study(s: SweepSettings) -> list[str]:
         try:
             check_trainer_names(t.train)
             check_context(t.model, [t.train.max_length])  # a searched max_length too
+            check_quantization(t.model, t.quant.bits)  # and quant.bits
         except ConfigError as e:
             raise _blame(label, value, e) from None
         if t.lora.target_modules not in options:

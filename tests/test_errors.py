@@ -316,3 +316,26 @@ def test_an_adapter_folder_given_as_the_model_names_its_base(short_trial, tiny_m
     assert code == 2 and err == [f"error: model.name_or_path='{adapter}': a LoRA adapter (adapter_config.json), not a "
                                  f"base model to adapt; allowed: a base model folder or hub id, e.g. the one it was "
                                  f"trained on: {tiny_model}"], err
+
+
+@pytest.mark.parametrize("method,bits,says", [
+    ("bitsandbytes", "8", "bitsandbytes, 4-bit: the quantization_config in its config.json), which quant.bits cannot "
+                          "change; allowed: 4 (as saved), or an unquantized checkpoint of the model"),
+    ("gptq", "4", "gptq, 4-bit: the quantization_config in its config.json), which quant.bits cannot change; allowed: "
+                  "an unquantized checkpoint of the model"),
+])
+def test_a_checkpoint_saved_quantized_keeps_its_own_bits(method, bits, says, short_trial, tiny_model, tmp_path, capsys):
+    """from_pretrained loads a checkpoint saved quantized as it was saved: an 8-bit trial of a
+    bitsandbytes 4-bit checkpoint trained 4-bit and was recorded as 8-bit (measured: the same loss
+    as its 4-bit twin), and quant.bits=none died in from_pretrained with a traceback."""
+    import shutil
+
+    model = tmp_path / "saved-quantized"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["quantization_config"] = ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+                                     if method == "bitsandbytes" else {"quant_method": "gptq", "bits": 4})
+    (model / "config.json").write_text(json.dumps(config))
+    args = [a for a in short_trial if not a.startswith("model.")] + [f"model.name_or_path={model}", "model.build=null"]
+    code, err = run_main(args + [f"quant.bits={bits}"], capsys)
+    assert code == 2 and err == [f"error: quant.bits={bits}: this model was saved quantized ({says}"], err

@@ -122,6 +122,34 @@ def check_context(model: ModelSettings, max_lengths: list[int]) -> None:
                               f"learned ({key}={positions} in its config); allowed: at most {positions}")
 
 
+def saved_quantized(model: ModelSettings) -> tuple[str, int | None] | None:
+    """(method, bits) of a checkpoint saved already quantized (a quantization_config in its config):
+    from_pretrained then loads it as it was saved, whatever quant.bits asks."""
+    q = getattr(meta_model(model).config, "quantization_config", None)
+    if not q:
+        return None
+    q = q if isinstance(q, dict) else q.to_dict()
+    bits = 4 if q.get("load_in_4bit") else 8 if q.get("load_in_8bit") else q.get("bits")
+    return str(q.get("quant_method", "unknown")), bits
+
+
+def check_quantization(model: ModelSettings, bits: int | None) -> None:
+    """quant.bits against a checkpoint saved quantized: a bitsandbytes one loads at its own bits (an
+    8-bit trial of a 4-bit checkpoint trained 4-bit, recorded as 8-bit; quant.bits=none died in
+    from_pretrained); GPTQ, AWQ and the like are not bitsandbytes' to train here."""
+    found = saved_quantized(model)
+    if found is None:
+        return
+    method, saved = found
+    if method == "bitsandbytes" and bits == saved:
+        return
+    what = f"{method}{f', {saved}-bit' if saved else ''}"
+    allowed = "an unquantized checkpoint of the model"
+    allowed = f"{saved} (as saved), or {allowed}" if method == "bitsandbytes" else allowed
+    raise ConfigError("quant.bits", "none" if bits is None else bits, f"this model was saved quantized ({what}: the "
+                      f"quantization_config in its config.json), which quant.bits cannot change; allowed: {allowed}")
+
+
 def check_target_modules(options: list, meta) -> list[str]:
     """Each listed target module must match a module of the model, by PEFT's own matching rule
     (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name);

@@ -12,8 +12,8 @@ from trainers.bnb_import import import_bitsandbytes
 from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
-from trainers.preflight import (check_context, check_model_exists, check_output_dir, check_structure,
-                                check_trainer_names)
+from trainers.preflight import (check_context, check_model_exists, check_output_dir, check_quantization,
+                                check_structure, check_trainer_names)
 from trainers.settings import ConfigError, ModelSettings, TrialSettings, first_line
 from trainers.targets import resolve
 from trainers.tracking import finish_run, start_run
@@ -170,6 +170,7 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
                           "none (base models often lack one): use prompt/completion or text rows, or a chat model")
     check_completions_fit(train, tokenizer, s.train.max_length, fmt)
     check_context(s.model, [s.train.max_length])
+    check_quantization(s.model, s.quant.bits)
     return tokenizer, train, evals
 
 
