@@ -279,9 +279,10 @@ def test_cost_totals_count_what_pruning_saved():
     # steps run: 40 + 10 + 20 + (40 - 20) = 90; not run thanks to pruning: 30 + 20 = 50 of 140
     assert lines == ["cost: 4 trials, 80 s of trial time, 40 s training, 90 training steps, 4,000 tokens; peak memory "
                      "1.50 GiB (gpu); pruning saved 50 steps (36% of running every trial to its end)",
-                     "re-check cost: 1 runs, 20 s of trial time, 40 training steps (0.44x the search's 90 steps, "
+                     "re-check cost: 1 run, 20 s of trial time, 40 training steps (0.44x the search's 90 steps, "
                      "0.25x its trial time)"]
     assert cost_totals([]) == []
+    assert cost_totals([trial(TrialState.COMPLETE, 40)])[0].startswith("cost: 1 trial, 20 s of trial time")
 
 
 def test_what_mattered_names_the_parameter_that_drives_the_loss():

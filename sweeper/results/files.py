@@ -22,7 +22,7 @@ OF_COMPLETED = ("history", "parallel", "slices")  # the objective of completed t
 MIN_COMPLETED = 2  # one point is not a history, a line through one trial not a comparison
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -33,14 +33,14 @@ def left_out(study) -> list[str]:
     complete = [t for t in search_trials(study.get_trials(deepcopy=False)) if t.state == TrialState.COMPLETE]
     if len(complete) < MIN_COMPLETED:
         out.append(f"{', '.join(OF_COMPLETED)}: left out: they plot the objective of the search's completed trials, "
-                   f"which needs at least {MIN_COMPLETED}; this study has {_plural(len(complete), 'completed trial')}")
+                   f"which needs at least {MIN_COMPLETED}; this study has {plural(len(complete), 'completed trial')}")
     elif not complete[0].params:
         out.append(f"parallel, slices: left out: the trials have no searched parameters")
     step, points = common_step_study(study)
     if points is None:
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         out.append(f"importances: left out: fANOVA compares trials at one eval step, which needs at least {MIN_POINTS} "
-                   f"finished trials that reached it; this study has {_plural(finished, 'finished trial')}")
+                   f"finished trials that reached it; this study has {plural(finished, 'finished trial')}")
     elif not points.best_trial.params:
         out.append("importances: left out: the trials have no searched parameters")
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.results.files import left_out, write_report
+from sweeper.results.files import left_out, plural, write_report
 from sweeper.recheck import RECHECK_OF, SEED, is_recheck, search_trials
 from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.results.model_card import model_card
@@ -57,7 +57,7 @@ def cost_totals(trials: list[FrozenTrial]) -> list[str]:
     paused = any("paused_at" in x for x in a)
     cut = "pausing at rungs (asha)" if paused else "pruning"
     memory = max(x.get("peak_memory_gib", 0) for x in a)
-    return [f"cost: {len(measured)} trials, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
+    return [f"cost: {plural(len(measured), 'trial')}, {sum(x.get('wall_s', 0) for x in a):.0f} s of trial time, "
             f"{sum(x['train_s'] for x in a):.0f} s training, {run} training steps, "
             f"{sum(x['train_tokens'] for x in a):,} tokens; peak memory {memory:.2f} GiB "
             f"({a[0].get('peak_memory_of', '?')}); {cut} saved {saved} steps ({share:.0%} of running every "
@@ -89,7 +89,7 @@ def recheck_cost(trials: list[FrozenTrial], search_steps: int, search_s: float) 
         return []
     steps = sum(x["stopped_at_step"] - x.get("resumed_from_step", 0) for x in runs)
     seconds = sum(x.get("wall_s", 0) for x in runs)
-    return [f"re-check cost: {len(runs)} runs, {seconds:.0f} s of trial time, {steps} training steps "
+    return [f"re-check cost: {plural(len(runs), 'run')}, {seconds:.0f} s of trial time, {steps} training steps "
             f"({steps / search_steps if search_steps else 0:.2f}x the search's {search_steps} steps, "
             f"{seconds / search_s if search_s else 0:.2f}x its trial time)"]
 
