@@ -339,3 +339,15 @@ def test_a_checkpoint_saved_quantized_keeps_its_own_bits(method, bits, says, sho
     args = [a for a in short_trial if not a.startswith("model.")] + [f"model.name_or_path={model}", "model.build=null"]
     code, err = run_main(args + [f"quant.bits={bits}"], capsys)
     assert code == 2 and err == [f"error: quant.bits={bits}: this model was saved quantized ({says}"], err
+
+
+def test_ctrl_c_during_a_trial_is_one_line(short_trial, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in `python -m trainers` printed a KeyboardInterrupt traceback from wherever torch was."""
+    import trainers.sft
+
+    def pressed(settings, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainers.sft, "run_trial", pressed)
+    code, err = run_main(short_trial, capsys)
+    assert code == 130 and err == [f"interrupted: the trial stopped before saving a checkpoint in {tmp_path / 'run'}"]

@@ -115,6 +115,19 @@ def test_a_checkpoint_folder_is_complete_or_absent(short_trial, tmp_path, monkey
     partial = {f.name for f in (out / STAGING / "checkpoint-20").iterdir()}
     assert "optimizer.pt" in partial and "trainer_state.json" not in partial
 
+    # Ctrl-C's line says where to resume. Resumed in the same folder, checkpoint-10 is rotated away
+    # (save_total_limit=1) before the end, where reading its step lost the finished adapter and metrics.
+    from trainers.__main__ import interrupted_line
+
+    assert interrupted_line(out) == ("the trial stopped; resume it with the same overrides and "
+                                     f"resume_from_checkpoint={out / 'checkpoint-10'}")
+    monkeypatch.undo()
+    metrics = run_trial(trial_settings(compose_config(short_trial + [
+        "tracking.mode=disabled", "train.save_strategy=steps", "train.save_steps=10", "train.save_total_limit=1",
+        f"resume_from_checkpoint={out / 'checkpoint-10'}"])))
+    assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
+    assert [c.name for c in out.glob("checkpoint-*")] == ["checkpoint-20"] and (out / "adapter_model.safetensors").exists()
+
 
 def test_checkpoints_are_published_whole_and_rotated(tmp_path):
     from trainers.sft import STAGING, publish_checkpoint

@@ -234,6 +234,9 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     if run is not None:  # what was adapted, as PEFT did it: W&B compares trials by it
         run.config.update({"adapted_modules": adapted}, allow_val_change=True)
     resume = str(s.resume_from_checkpoint) if s.resume_from_checkpoint else None
+    # Read now: resumed in its own output_dir, the checkpoint may be rotated away (save_total_limit)
+    # before the end, where reading it lost the finished trial's adapter and metrics.
+    resumed_from = _checkpoint_step(s.resume_from_checkpoint)
     if resume:
         print(f"resuming from {resume}", flush=True)
     try:
@@ -242,7 +245,7 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
-            "resumed_from_step": _checkpoint_step(s.resume_from_checkpoint), "adapted_modules": adapted,
+            "resumed_from_step": resumed_from, "adapted_modules": adapted,
             "attn_implementation": model.config._attn_implementation,
             **meter.summary(),  # train_s, train_tokens (trained in this process), tokens_per_s, peak memory
         }
