@@ -351,3 +351,11 @@ def test_ctrl_c_during_a_trial_is_one_line(short_trial, tmp_path, capsys, monkey
     monkeypatch.setattr(trainers.sft, "run_trial", pressed)
     code, err = run_main(short_trial, capsys)
     assert code == 130 and err == [f"interrupted: the trial stopped before saving a checkpoint in {tmp_path / 'run'}"]
+
+
+def test_evaluating_on_the_training_split_is_refused(short_trial, capsys):
+    """data.eval_split=train trained and ranked trials by their loss on rows they had trained on."""
+    code, err = run_main(short_trial + ["data.eval_split=train"], capsys)
+    assert code == 2 and err == ["error: data.eval_split='train': the split the trials train on (data.train_split), so "
+                                 "the eval loss would reward memorising it; allowed: another split, or null (hold out "
+                                 "data.eval_size rows of the train split)"], err

@@ -241,6 +241,10 @@ def _data(cfg: DictConfig) -> DataSettings:
                                    ("eval_split", True, "a split name, or null"),
                                    ("config_name", True, "the dataset's configuration name, or null")):
         _check((optional and v[key] is None) or (isinstance(v[key], str) and v[key] != ""), f"data.{key}", v[key], allowed)
+    # The eval loss is what the sweep ranks by: measured on rows the trial trains on, it rewards memorising them.
+    _check(v["eval_split"] != v["train_split"], "data.eval_split", v["eval_split"], "the split the trials train on "
+           "(data.train_split), so the eval loss would reward memorising it; allowed: another split, or null (hold "
+           "out data.eval_size rows of the train split)")
     v["seed"] = _number(v, "data", "seed", int, 0, strict=False)
     _check(v["seed"] < 2**32, "data.seed", v["seed"], "must be a whole number from 0 to 2**32 - 1 (numpy's seeds)")
     v["eval_size"] = _number(v, "data", "eval_size", int, 0)
