@@ -359,3 +359,12 @@ def test_evaluating_on_the_training_split_is_refused(short_trial, capsys):
     assert code == 2 and err == ["error: data.eval_split='train': the split the trials train on (data.train_split), so "
                                  "the eval loss would reward memorising it; allowed: another split, or null (hold out "
                                  "data.eval_size rows of the train split)"], err
+
+
+def test_a_cache_dir_that_cannot_be_written_is_named(short_trial, tmp_path, capsys):
+    """datasets writes its cache there: the error blamed the data file ("is not a readable .jsonl file")."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = [a for a in short_trial if not a.startswith("cache_dir=")] + [f"cache_dir={blocker / 'cache'}"]
+    code, err = run_main(args, capsys)
+    assert code == 2 and err == [f"error: cache_dir='{blocker / 'cache'}': cannot be written: Not a directory"], err

@@ -12,12 +12,13 @@ from trainers.settings import ConfigError, ModelSettings, TrainSettings, first_l
 WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json")
 
 
-def check_output_dir(path: Path) -> None:
+def check_output_dir(path: Path, key: str = "output_dir") -> None:
     """Before anything loads, and without creating it: a folder the disk refuses was a
-    FileNotFoundError or PermissionError stack trace from inside os.makedirs, after the model had loaded."""
+    FileNotFoundError or PermissionError stack trace from inside os.makedirs, after the model had loaded.
+    Also cache_dir, where datasets writes its cache: there the error blamed the data file."""
     e = write_refused(path)
     if e is not None:
-        raise ConfigError("output_dir", str(path), f"cannot be written: {e.strerror or first_line(e)}")
+        raise ConfigError(key, str(path), f"cannot be written: {e.strerror or first_line(e)}")
 
 
 def check_model_exists(model: ModelSettings) -> None:

@@ -155,6 +155,7 @@ def load_tokenizer(model: ModelSettings):
 def prepare_inputs(s: TrialSettings, check_modules: bool = True):
     """Everything that can be wrong with the inputs, checked before a weight is loaded.
     check_modules=False leaves the target-module check (it imports peft) to the caller."""
+    check_output_dir(s.cache_dir, "cache_dir")
     ensure_model(s.model)
     check_trainer_names(s.train)
     if check_modules:
