@@ -50,7 +50,7 @@ def check_before_study(s: SweepSettings) -> list[str]:
     for label, value, t in _labelled(s):
         try:
             check_trainer_names(t.train)
-            check_context(t.model, [t.train.max_length])  # a searched max_length too
+            check_context(t.model, t.train.max_length)  # a searched max_length too
             check_quantization(t.model, t.quant.bits)  # and quant.bits
         except ConfigError as e:
             raise _blame(label, value, e) from None

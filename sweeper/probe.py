@@ -1,9 +1,10 @@
 """trials_per_device=auto: the peak memory of the space's hungriest trial (largest rank, 8-bit
 where the space has it, all linear layers where it has them, every batch, train and eval, padded to
 the data's longest row after truncation to max_length), measured once by training it a few steps
-in a trial process on the device. On a GPU the peak is the driver's per-process figure (nvidia-smi/NVML: CUDA context, allocator cache and
-bitsandbytes' paged optimizer included, which torch.cuda.max_memory_allocated misses); on the CPU,
-the process's peak resident memory. Cached in the study, keyed by what determines it."""
+in a trial process on the device. On a GPU the peak is the driver's per-process figure
+(nvidia-smi/NVML: CUDA context, allocator cache and bitsandbytes' paged optimizer included, which
+torch.cuda.max_memory_allocated misses); on the CPU, the process's peak resident memory. Cached in
+the study, keyed by what determines it."""
 import hashlib
 import json
 import time

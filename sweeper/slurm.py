@@ -129,10 +129,9 @@ def require_sbatch() -> None:
 # not know, or an option sbatch cannot read. Its other refusals are not certain: with every node
 # down or drained it answers "Requested node configuration is not available" for a job that a real
 # submission would queue until they return (measured on the test cluster), so those go on to sbatch.
-CERTAIN_REFUSALS = {"invalid partition": "sweep.slurm.partition", "invalid account": "sweep.slurm.account",
-                    "invalid qos": "sweep.slurm.extra", "invalid generic resource": "sweep.slurm.gpus_per_worker",
-                    "invalid feature": "sweep.slurm.extra", "unrecognized option": "sweep.slurm.extra",
-                    "invalid option": "sweep.slurm.extra"}
+CERTAIN_REFUSALS = {"invalid partition": "partition", "invalid account": "account", "invalid qos": "extra",
+                    "invalid generic resource": "gpus_per_worker", "invalid feature": "extra",
+                    "unrecognized option": "extra", "invalid option": "extra"}  # sbatch's words -> the sweep.slurm key
 
 
 def check_submission(s) -> None:
@@ -146,11 +145,11 @@ def check_submission(s) -> None:
     if proc.returncode == 0:
         return
     for line in (proc.stderr + proc.stdout).splitlines():
-        key = next((k for fragment, k in CERTAIN_REFUSALS.items() if fragment in line.lower()), None)
-        if key is not None:
-            value = {"sweep.slurm.partition": s.slurm.partition, "sweep.slurm.account": s.slurm.account,
-                     "sweep.slurm.gpus_per_worker": s.slurm.gpus_per_worker}.get(key, list(s.slurm.extra))
-            raise ConfigError(key, value, f"sbatch refuses it ({line.removeprefix('sbatch: ').strip()})")
+        field = next((f for fragment, f in CERTAIN_REFUSALS.items() if fragment in line.lower()), None)
+        if field is not None:
+            value = getattr(s.slurm, field)
+            raise ConfigError(f"sweep.slurm.{field}", list(value) if isinstance(value, tuple) else value,
+                              f"sbatch refuses it ({line.removeprefix('sbatch: ').strip()})")
 
 
 def submit(s) -> str:

@@ -129,9 +129,9 @@ def sharegpt_as_messages(ds, train_split: str):
     """ShareGPT rows read as chat messages: `conversations` becomes `messages` (TRL's own
     conversion does that much, inside each trial, but keeps "human" and "gpt", which chat templates
     do not know), each turn {role, content} with ShareGPT's roles renamed; said once."""
-    columns = ds[train_split].column_names
-    column = "messages" if "messages" in columns else "conversations" if "conversations" in columns else None
-    if column is None or not any(_sharegpt(turns) for turns in ds[train_split].select(range(min(8, len(ds[train_split]))))[column]):
+    train = ds[train_split]
+    column = next((c for c in ("messages", "conversations") if c in train.column_names), None)
+    if column is None or not any(map(_sharegpt, train.select(range(min(8, len(train))))[column])):
         return ds
 
     def convert(row):
@@ -257,6 +257,10 @@ def _row_at(index: int, data: DataSettings) -> str:
     return f"row {index}, counting from 0"
 
 
+def _not_a_turn(turn) -> bool:
+    return not isinstance(turn, dict) or "role" not in turn or "content" not in turn
+
+
 def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
     """Rows TRL cannot train on, found before any trial: a null value (its tokenizer call dies with
     AttributeError inside a trial), or no row with anything to learn (a ZeroDivisionError there).
@@ -277,10 +281,9 @@ def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
                                   f"{data.name_or_path} (the first: {_row_at(other[0], data)}: "
                                   f"{json.dumps(column_values[other[0]])[:40]}); make it a string")
     if fmt == "messages":
-        odd = [i for i, m in enumerate(values) if m and any(not isinstance(t, dict) or "role" not in t or "content" not in t
-                                                             for t in m)]
+        odd = [i for i, m in enumerate(values) if m and any(map(_not_a_turn, m))]
         if odd:  # the chat template's KeyError or a blank turn, mid-trial
-            turn = next(t for t in values[odd[0]] if not isinstance(t, dict) or "role" not in t or "content" not in t)
+            turn = next(filter(_not_a_turn, values[odd[0]]))
             raise ConfigError(key, name, f"has {len(odd)} row(s) whose messages have a turn without role and content in "
                               f"{data.name_or_path} (the first: {_row_at(odd[0], data)}: {json.dumps(turn)[:60]}); "
                               "each turn is {\"role\": ..., \"content\": ...}")

@@ -1,7 +1,7 @@
 """A model hub that cannot be reached, found by one DNS lookup and one TCP connection when a
 command starts, puts the process (and the trial processes it starts, which inherit its
-environment) in HF_HUB_OFFLINE mode: local folders and the Hugging Face cache then answer at once, where huggingface_hub would retry
-each load for ~25 s, in the sweep's checks and again in every trial."""
+environment) in HF_HUB_OFFLINE mode: local folders and the Hugging Face cache then answer at once,
+where huggingface_hub would retry each load for ~25 s, in the sweep's checks and again in every trial."""
 import os
 import socket
 import threading

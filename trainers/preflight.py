@@ -111,16 +111,13 @@ def learned_positions(meta) -> tuple[str, int] | None:
     return (key, getattr(config, key)) if key else ("its position table", table.num_embeddings)
 
 
-def check_context(model: ModelSettings, max_lengths: list[int]) -> None:
+def check_context(model: ModelSettings, max_length: int) -> None:
     """A max_length beyond a learned position table, refused before any weight loads."""
     found = learned_positions(meta_model(model))
-    if found is None:
-        return
-    key, positions = found
-    for max_length in max_lengths:
-        if max_length > positions:
-            raise ConfigError("train.max_length", max_length, f"longer than the {positions} positions this model "
-                              f"learned ({key}={positions} in its config); allowed: at most {positions}")
+    if found is not None and max_length > found[1]:
+        key, positions = found
+        raise ConfigError("train.max_length", max_length, f"longer than the {positions} positions this model "
+                          f"learned ({key}={positions} in its config); allowed: at most {positions}")
 
 
 def saved_quantized(model: ModelSettings) -> tuple[str, int | None] | None:

@@ -158,6 +158,8 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
     check_output_dir(s.cache_dir, "cache_dir")
     ensure_model(s.model)
     check_trainer_names(s.train)
+    check_context(s.model, s.train.max_length)  # from the model's config: before the data loads
+    check_quantization(s.model, s.quant.bits)
     if check_modules:
         for line in check_structure(s.model, [s.lora.target_modules], [s.lora.r]):
             print(line, flush=True)
@@ -170,8 +172,6 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
         raise ConfigError("data.format", fmt, f"needs a chat template, and the tokenizer of {s.model.name_or_path} has "
                           "none (base models often lack one): use prompt/completion or text rows, or a chat model")
     check_completions_fit(train, tokenizer, s.train.max_length, fmt)
-    check_context(s.model, [s.train.max_length])
-    check_quantization(s.model, s.quant.bits)
     return tokenizer, train, evals
 
 
