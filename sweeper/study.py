@@ -111,12 +111,15 @@ def _differences(stored: dict, current: dict) -> list[str]:
             if stored.get(k) != current.get(k)]
 
 
-def check_existing(storage, s: SweepSettings) -> None:
-    """Refuse, before touching it, a study whose direction or configuration differs."""
+def check_existing(storage, s: SweepSettings) -> str | None:
+    """Refuse, before touching it, a study whose direction, configuration or data differs; returns
+    the data's digest (sweeper/study.py: check_data)."""
     try:
         study_id = storage.get_study_id_from_name(s.study_name)
     except KeyError:
-        return
+        from trainers.data import source_digest
+
+        return source_digest(s.trial.data)
     directions = storage.get_study_directions(study_id)
     if directions != [DIRECTION]:
         names = ", ".join(d.name.lower() for d in directions)
@@ -128,12 +131,31 @@ def check_existing(storage, s: SweepSettings) -> None:
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
         raise ConfigError("sweep.study_name", s.study_name, f"exists with a different search space or fixed "
                           f"config: {shown}. Restore them or choose another sweep.study_name")
+    return check_data(storage, study_id, s)
 
 
 # The search space and fixed config a study was made with, as a study *system* attribute: kept
 # out of what optuna-dashboard and `optuna studies` show (a user attribute, it was a screenful of
 # JSON above every study).
 FINGERPRINT = "qlora_sweep:fingerprint"
+
+
+# The rows' sha256 (trainers/data.py: source_digest): the fingerprint holds the data's path, and an
+# edited file under the same path would rank new trials against old ones trained on other rows.
+DATA_DIGEST = "qlora_sweep:data_sha256"
+
+
+def check_data(storage, study_id: int, s: SweepSettings) -> str | None:
+    """The data's digest now, after refusing a study begun on other rows."""
+    from trainers.data import source_digest
+
+    stored = storage.get_study_system_attrs(study_id).get(DATA_DIGEST)
+    current = source_digest(s.trial.data)
+    if stored is not None and current is not None and stored != current:
+        raise ConfigError("data.name_or_path", s.trial.data.name_or_path, f"has changed since study {s.study_name!r} "
+                          f"began (sha256 {stored[:12]} → {current[:12]}), so its trials trained on other rows: "
+                          "restore the data or choose another sweep.study_name")
+    return current
 
 
 def stored_fingerprint(storage, study_id: int) -> dict | None:
@@ -143,11 +165,13 @@ def stored_fingerprint(storage, study_id: int) -> dict | None:
 
 
 def open_study(s: SweepSettings, storage) -> optuna.Study:
-    check_existing(storage, s)
+    digest = check_existing(storage, s)
     study = optuna.create_study(study_name=s.study_name, storage=storage, sampler=build_sampler(s),
                                 pruner=build_pruner(s), direction="minimize", load_if_exists=True)
     if stored_fingerprint(storage, study._study_id) is None:
         storage.set_study_system_attr(study._study_id, FINGERPRINT, s.fingerprint)
+    if digest is not None and DATA_DIGEST not in storage.get_study_system_attrs(study._study_id):  # older studies too
+        storage.set_study_system_attr(study._study_id, DATA_DIGEST, digest)
     if study.metric_names is None:  # optuna-dashboard and the CLI call the value this, not "Objective 0"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

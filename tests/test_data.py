@@ -133,3 +133,19 @@ def test_chat_turns_without_role_and_content_are_refused(tmp_path):
     assert str(refused.value) == (f"data.train_split='train': has 20 row(s) whose messages have a turn without role and "
                                   f'content in {path} (the first: line 1: {{"speaker": "user", "text": "hi 0"}}); each '
                                   'turn is {"role": ..., "content": ...}')
+
+
+def test_a_data_folder_is_digested_by_its_files_names_and_bytes(tmp_path):
+    from trainers.data import source_digest
+
+    folder = tmp_path / "rows"
+    (folder / "part").mkdir(parents=True)
+    (folder / "part" / "a.jsonl").write_text('{"text": "a"}\n')
+    data = settings(folder)
+    first = source_digest(data)
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_text("x")  # hidden: datasets reads none of it
+    assert source_digest(data) == first
+    (folder / "part" / "a.jsonl").write_text('{"text": "b"}\n')
+    assert source_digest(data) != first
+    assert source_digest(settings("org/hub-dataset")) is None

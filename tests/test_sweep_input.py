@@ -172,6 +172,28 @@ def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
     assert "train.weight_decay (0.0 → 0.1)" in line
 
 
+def test_data_edited_under_the_same_path_is_refused_by_content(sweep_args, synthetic_data, tmp_path, capsys):
+    import os
+    import shutil
+
+    data = tmp_path / "rows.jsonl"
+    shutil.copy(synthetic_data, data)
+    args = sweep_args + [f"data.name_or_path={data}"]
+    s = sweep_settings(args)
+    study = open_study(s, build_storage(s))
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    os.utime(data, (1, 1))  # touched: the same rows
+    check_existing(build_storage(s), s)
+    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="t", storage=s.storage).trials]
+    original = data.read_bytes()
+    data.write_bytes(b"".join(original.splitlines(keepends=True)[:-1]))  # the last row dropped: other rows
+    line = refused(args, capsys)
+    assert "data.name_or_path=" in line and "has changed since study 't' began" in line
+    assert [(t.number, t.state, t.value) for t in optuna.load_study(study_name="t", storage=s.storage).trials] == before
+    data.write_bytes(original)  # restored: the study goes on
+    check_existing(build_storage(s), s)
+
+
 def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
     """Optuna's GridSampler stops Study.optimize when the grid is used up, raising outside it: the
     sweep's ask/tell loop must get through every point, the last one included (found by bench-search)."""

@@ -83,6 +83,29 @@ def first_bad_json_line(path: Path) -> str | None:
     return None
 
 
+def source_digest(data: DataSettings) -> str | None:
+    """sha256 of the local file or folder the rows come from (each file's path in the folder and
+    its bytes, hidden ones left out as `datasets` leaves them); None for a hub dataset, whose rows
+    are the hub's to change. By content, not modification time: a file touched or copied back is
+    the same data."""
+    import hashlib
+
+    path = Path(data.name_or_path).expanduser()
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    else:
+        return None
+    digest = hashlib.sha256()
+    for name, f in files:
+        digest.update(name.encode() + b"\0")
+        with f.open("rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()
+
+
 def _load(data: DataSettings, cache_dir: Path):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
