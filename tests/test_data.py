@@ -135,6 +135,26 @@ def test_chat_turns_without_role_and_content_are_refused(tmp_path):
                                   'turn is {"role": ..., "content": ...}')
 
 
+def test_chat_content_given_as_text_parts_is_read_as_one_string(tiny_model, tmp_path, capsys):
+    """OpenAI's form, content a list of {"type": "text", "text": ...} parts: most chat templates
+    printed the list's Python repr, and trials learned it. Joined, said once; an image part refused."""
+    from transformers import AutoTokenizer
+
+    rows = [{"messages": [{"role": "user", "content": [{"type": "text", "text": f"hi {i}. "},
+                                                       {"type": "text", "text": "Go."}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": f"yo {i}"}]}]} for i in range(20)]
+    train, _, fmt = load_splits(settings(write(tmp_path / "parts.jsonl", rows)), tmp_path / "cache")
+    turns = train[0]["messages"]
+    assert fmt == "messages" and turns[0]["content"].endswith(". Go.") and turns[1]["content"].startswith("yo ")
+    rendered = AutoTokenizer.from_pretrained(tiny_model).apply_chat_template(turns, tokenize=False)
+    assert "'type'" not in rendered and ". Go." in rendered
+    assert capsys.readouterr().out.count("list of text parts read as one string") == 1
+    rows[3]["messages"][0]["content"].append({"type": "image", "image": "cat.png"})
+    with pytest.raises(ConfigError) as refused:
+        load_splits(settings(write(tmp_path / "image.jsonl", rows)), tmp_path / "cache")
+    assert refused.value.key == "data.name_or_path" and '(line 4: {"type": "image", "image": "cat.png"})' in str(refused.value)
+
+
 def test_a_data_folder_is_digested_by_its_files_names_and_bytes(tmp_path):
     from trainers.data import source_digest
 

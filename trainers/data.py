@@ -166,6 +166,47 @@ def sharegpt_as_messages(ds, train_split: str):
     return ds.map(convert, remove_columns=[column])
 
 
+def _parts(content) -> bool:
+    return isinstance(content, list)
+
+
+def _text_part(part) -> bool:
+    """{"type": "text", "text": ...}; Arrow gives every part the keys of all parts, the rest null."""
+    return (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            and all(v is None for k, v in part.items() if k not in ("type", "text")))
+
+
+def text_parts_as_strings(ds, data: DataSettings):
+    """Chat turns whose content is a list of parts (OpenAI's and multimodal datasets' form) read as
+    one string, the text parts joined as the templates that take parts join them: most chat
+    templates print a list as its Python repr, which trials then learned. A part that is not text
+    (an image) is refused: these trials train text models."""
+    train = ds[data.train_split]
+    if "messages" not in train.column_names:
+        return ds
+    for split in dict.fromkeys(s for s in (data.train_split, data.eval_split) if s is not None):
+        for i, turns in enumerate(ds[split]["messages"]):
+            for turn in turns or []:
+                content = turn.get("content") if isinstance(turn, dict) else None
+                if _parts(content) and not all(map(_text_part, content)):
+                    part = next(p for p in content if not _text_part(p))
+                    shown = {k: v for k, v in part.items() if v is not None} if isinstance(part, dict) else part
+                    raise ConfigError("data.name_or_path", data.name_or_path, f"has a chat turn with a part that is not "
+                                      f"text in '{split}' ({_row_at(i, data) if split == data.train_split else f'row {i}'}"
+                                      f": {json.dumps(shown)[:60]}); these trials train text models: allowed: "
+                                      "{\"type\": \"text\", \"text\": ...} parts or a string")
+    if not any(_parts(t.get("content")) for m in train.select(range(min(8, len(train))))["messages"] for t in m or []
+               if isinstance(t, dict)):
+        return ds
+
+    def join(row):
+        return {"messages": [{**t, "content": "".join(p["text"] for p in t["content"])}
+                             if isinstance(t, dict) and _parts(t.get("content")) else t for t in (row["messages"] or [])]}
+
+    print("data: chat turns whose content is a list of text parts read as one string each", flush=True)
+    return ds.map(join)
+
+
 def detect_format(columns: list[str], data: DataSettings) -> str:
     if data.format != "auto":
         needed = SCHEMAS[data.format]
@@ -198,7 +239,7 @@ def load_splits(data: DataSettings, cache_dir: Path):
         ds = ds.rename_columns({src: dst for dst, src in data.columns.items()})
     if data.response_template is not None:
         ds = split_at_template(ds, data)
-    ds = sharegpt_as_messages(ds, data.train_split)
+    ds = text_parts_as_strings(sharegpt_as_messages(ds, data.train_split), data)
     train = ds[data.train_split]
     fmt = detect_format(train.column_names, data)
     if data.metric is not None and fmt != "prompt_completion":
