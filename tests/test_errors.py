@@ -125,14 +125,21 @@ def test_a_broken_jsonl_line_is_named_by_its_line_number(short_trial, tmp_path, 
     ([{"prompt": "a", "completion": ""}, {"prompt": "c", "completion": "  "}] * 3,
      "has no row with a non-empty completion in {path}: nothing to learn"),
     ([{"prompt": ["a", "b"], "completion": "c"}] * 6,  # the tokenizer's ValueError, mid-trial
-     'has 6 row(s) whose prompt is not text in {path} (the first: line 1: ["a", "b"]); make it a string'),
+     'has 6 row(s) whose prompt is not text in {path} (the first: line 1: ["a", "b"]); make it a string, or make '
+     'every prompt and completion a list of chat turns'),
+    ([{"prompt": [{"role": "user", "content": "a"}], "completion": "b"}] * 6,
+     "has prompts that are chat turns and a completion that is not in {path}; allowed: both text, or both lists of "
+     "chat turns"),
+    ([{"prompt": [{"role": "user", "text": "a"}], "completion": [{"role": "assistant", "content": "b"}]}] * 6,
+     'has 6 row(s) whose prompt have a turn without role and content in {path} (the first: line 1: {{"role": "user", '
+     '"text": "a"}}); each turn is {{"role": ..., "content": ...}}'),
 ])
 def test_rows_a_trial_cannot_learn_from_are_refused_before_any_trial(rows, says, short_trial, tmp_path, capsys):
     import json
 
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, err = run_main(short_trial + ["data.build=null", f"data.name_or_path={path}"], capsys)
+    code, err = run_main(short_trial + ["data.build=null", "data.metric=null", f"data.name_or_path={path}"], capsys)
     assert code == 2 and err == [f"error: data.train_split='train': {says.format(path=path)}"]
 
 

@@ -65,17 +65,22 @@ def test_trial_trains_saves_and_tracks(bits, short_trial, tiny_model, tmp_path, 
     assert run.summary["eval/loss"] == pytest.approx(metrics["eval_loss"]) and "eval_loss" not in run.summary
 
 
-def test_messages_dataset_trains_with_chat_template(short_trial, tmp_path):
+@pytest.mark.parametrize("shape", ["messages", "prompt_completion"])
+def test_chat_rows_train_with_chat_template(shape, short_trial, tmp_path):
+    """messages, and TRL's conversational prompt/completion (both lists of turns; they were refused
+    as 'not text'), rendered by the tokenizer's chat template."""
     from trainers.sft import run_trial
 
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"{2 * i}"}]} for i in range(60)]
+    turns = [[{"role": "user", "content": f"What is {i} plus {i}?"}, {"role": "assistant", "content": f"{2 * i}"}]
+             for i in range(60)]
+    rows = [{"messages": t} if shape == "messages" else {"prompt": t[:1], "completion": t[1:]} for t in turns]
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = trial_settings(compose_config(
-        short_trial + ["data=messages", f"data.name_or_path={path}", "data.eval_size=8", "tracking.mode=disabled"]))
+    settings = trial_settings(compose_config(short_trial + [
+        f"data.format={shape}", "data.build=null", "data.metric=null", f"data.name_or_path={path}", "data.eval_size=8",
+        "tracking.mode=disabled", "train.max_steps=10"]))
     metrics = run_trial(settings)
-    assert metrics["steps"] == 20 and metrics["eval_loss"] > 0
+    assert metrics["steps"] == 10 and metrics["eval_loss"] > 0
 
 
 def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path):

@@ -242,9 +242,10 @@ def load_splits(data: DataSettings, cache_dir: Path):
     ds = text_parts_as_strings(sharegpt_as_messages(ds, data.train_split), data)
     train = ds[data.train_split]
     fmt = detect_format(train.column_names, data)
-    if data.metric is not None and fmt != "prompt_completion":
-        raise ConfigError("data.metric", data.metric, f"generates after each prompt, so it needs prompt/completion rows "
-                          f"(these are {fmt}; data.response_template splits a text column)")
+    if data.metric is not None and (fmt != "prompt_completion" or chat_turns(train, "prompt")):
+        these = "prompt/completion chat turns" if fmt == "prompt_completion" else fmt
+        raise ConfigError("data.metric", data.metric, f"generates after each prompt, so it needs text prompt/completion "
+                          f"rows (these are {these}; data.response_template splits a text column)")
     keep = list(SCHEMAS[fmt])
     ds = numbers_as_text(ds, keep)
     train = ds[data.train_split].select_columns(keep)
@@ -325,6 +326,29 @@ def _not_a_turn(turn) -> bool:
     return not isinstance(turn, dict) or "role" not in turn or "content" not in turn
 
 
+def chat_turns(split, column: str) -> bool:
+    """A column of chat turns, as TRL's conversational prompt-completion rows give prompt and
+    completion ([{"role": "user", "content": ...}]), rather than text."""
+    from datasets import LargeList, List
+
+    feature = split.features.get(column)
+    return isinstance(feature, (List, LargeList)) and isinstance(feature.feature, dict)
+
+
+def is_chat(split, fmt: str) -> bool:
+    """Rows rendered by the tokenizer's chat template: messages, or prompt/completion as turns."""
+    return fmt == "messages" or (fmt == "prompt_completion" and chat_turns(split, "prompt"))
+
+
+def _check_turns(key: str, name: str, column: str, values: list, data: DataSettings) -> None:
+    odd = [i for i, m in enumerate(values) if m and any(map(_not_a_turn, m))]
+    if odd:  # the chat template's KeyError or a blank turn, mid-trial
+        turn = next(filter(_not_a_turn, values[odd[0]]))
+        raise ConfigError(key, name, f"has {len(odd)} row(s) whose {column} have a turn without role and content in "
+                          f"{data.name_or_path} (the first: {_row_at(odd[0], data)}: {json.dumps(turn)[:60]}); "
+                          "each turn is {\"role\": ..., \"content\": ...}")
+
+
 def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
     """Rows TRL cannot train on, found before any trial: a null value (its tokenizer call dies with
     AttributeError inside a trial), or no row with anything to learn (a ZeroDivisionError there).
@@ -332,25 +356,26 @@ def check_rows(split, fmt: str, name: str, data: DataSettings) -> None:
     key = "data.eval_split" if name == data.eval_split and name != data.train_split else "data.train_split"
     learned = {"prompt_completion": "completion", "text": "text", "messages": "messages"}[fmt]
     values = split[learned]
+    turns = fmt == "prompt_completion" and chat_turns(split, "prompt")  # then completion must be turns too
     for column in SCHEMAS[fmt]:
         column_values = split[column] if column != learned else values
         nulls = [i for i, v in enumerate(column_values) if v is None]
         if nulls:
             raise ConfigError(key, name, f"has {len(nulls)} row(s) whose {column} is null in {data.name_or_path} "
                               f"(the first: {_row_at(nulls[0], data)}); fill or drop them")
-        if column != "messages":  # a list or a mapping where text belongs: the tokenizer's ValueError, mid-trial
-            other = [i for i, v in enumerate(column_values) if not isinstance(v, str)]
-            if other:
-                raise ConfigError(key, name, f"has {len(other)} row(s) whose {column} is not text in "
-                                  f"{data.name_or_path} (the first: {_row_at(other[0], data)}: "
-                                  f"{json.dumps(column_values[other[0]])[:40]}); make it a string")
-    if fmt == "messages":
-        odd = [i for i, m in enumerate(values) if m and any(map(_not_a_turn, m))]
-        if odd:  # the chat template's KeyError or a blank turn, mid-trial
-            turn = next(filter(_not_a_turn, values[odd[0]]))
-            raise ConfigError(key, name, f"has {len(odd)} row(s) whose messages have a turn without role and content in "
-                              f"{data.name_or_path} (the first: {_row_at(odd[0], data)}: {json.dumps(turn)[:60]}); "
-                              "each turn is {\"role\": ..., \"content\": ...}")
+        if turns and not chat_turns(split, column):
+            raise ConfigError(key, name, f"has prompts that are chat turns and a {column} that is not in "
+                              f"{data.name_or_path}; allowed: both text, or both lists of chat turns")
+        if column == "messages" or turns:
+            _check_turns(key, name, column, column_values, data)
+            continue
+        other = [i for i, v in enumerate(column_values) if not isinstance(v, str)]
+        if other:  # a list or a mapping where text belongs: the tokenizer's ValueError, mid-trial
+            both = ", or make every prompt and completion a list of chat turns" if fmt == "prompt_completion" else ""
+            raise ConfigError(key, name, f"has {len(other)} row(s) whose {column} is not text in "
+                              f"{data.name_or_path} (the first: {_row_at(other[0], data)}: "
+                              f"{json.dumps(column_values[other[0]])[:40]}); make it a string{both}")
+    if fmt == "messages" or turns:
         empty = [i for i, m in enumerate(values) if not m or all(_blank(turn.get("content")) for turn in m)]
     else:
         empty = [i for i, v in enumerate(values) if _blank(v)]
@@ -384,7 +409,10 @@ def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> None:
     if fmt != "prompt_completion":
         return
     sample = train.select(range(min(len(train), 256)))
-    prompt_lengths = [len(ids) for ids in tokenizer(list(sample["prompt"]))["input_ids"]]
+    prompts = list(sample["prompt"])
+    if chat_turns(train, "prompt"):  # as TRL renders them: the template, with its generation prompt
+        prompts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    prompt_lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     if min(prompt_lengths) >= max_length:
         raise ConfigError("train.max_length", max_length, f"truncates every completion away (the shortest prompt "
                           f"is {min(prompt_lengths)} tokens); allowed: more than {min(prompt_lengths)}")

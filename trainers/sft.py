@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from trainers.bnb_import import import_bitsandbytes
-from trainers.data import check_completions_fit, ensure_embedded_data, load_splits
+from trainers.data import check_completions_fit, ensure_embedded_data, is_chat, load_splits
 from trainers.model import build_lora, compute_dtype, load_base_model
 from trainers.phases import mark, take as take_marks
 from trainers.preflight import (check_context, check_model_exists, check_output_dir, check_quantization,
@@ -168,9 +168,11 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
     if tokenizer.pad_token is None:  # GPT-2, Llama-3 base: batches need one; the loss never sees it
         tokenizer.pad_token = tokenizer.eos_token
     train, evals, fmt = load_splits(s.data, s.cache_dir / "datasets")
-    if fmt == "messages" and not tokenizer.chat_template:
-        raise ConfigError("data.format", fmt, f"needs a chat template, and the tokenizer of {s.model.name_or_path} has "
-                          "none (base models often lack one): use prompt/completion or text rows, or a chat model")
+    if is_chat(train, fmt) and not tokenizer.chat_template:
+        shown = fmt if fmt == "messages" else "prompt_completion as chat turns"
+        raise ConfigError("data.format", shown, f"needs a chat template, and the tokenizer of {s.model.name_or_path} "
+                          "has none (base models often lack one): use text prompt/completion or text rows, or a chat "
+                          "model")
     check_completions_fit(train, tokenizer, s.train.max_length, fmt)
     return tokenizer, train, evals
 
