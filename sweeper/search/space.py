@@ -234,8 +234,11 @@ def check_enqueued(entry: dict, space: list[Param], where: str) -> dict:
             raise ConfigError(f"{where}.{name}", value, f"not in the search space; allowed: {', '.join(by_name)} "
                               f"(or sweep.enqueue=[]: no baseline trial)")
         if p.type == "tied":
-            expected = tied_value(p, entry.get(p.of))
-            if entry.get(p.of) is None or value != expected:
+            if entry.get(p.of) is None:  # nothing to tie it to: give the parameter it follows instead
+                raise ConfigError(f"{where}.{name}", value, f"the space ties it to {p.factor:g} × {p.of}: give "
+                                  f"{p.of} instead")
+            expected = tied_value(p, entry[p.of])
+            if value != expected:
                 raise ConfigError(f"{where}.{name}", value, f"the space ties it to {p.factor:g} × {p.of} = {expected}")
             continue
         ok = value in p.choices if p.type == "categorical" else (
