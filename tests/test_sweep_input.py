@@ -38,7 +38,8 @@ def refused(argv, capsys):
     ("sweep.seed=abc", "sweep.seed"), ("sweep.seed=-1", "sweep.seed"),
     ("sweep.recheck_top=0", "sweep.recheck_top"), ("sweep.recheck_seeds=-1", "sweep.recheck_seeds"),
     ("sweep.recheck_seeds=two", "sweep.recheck_seeds"),
-    ("sweep.enqueue=[{lora_r: 7}]", "sweep.enqueue[0].lora_r"), ("sweep.enqueue=[{lora_alpha: 8}]", "sweep.enqueue[0].lora_alpha"),
+    ("sweep.enqueue=[{lora_r: 7}]", "sweep.enqueue[0].lora_r"),
+    ("sweep.enqueue=[{lora_alpha: 8}]", "sweep.enqueue[0].lora_alpha"),             # tied: nothing to tie it to
     ("+search.batch={type: categorical, choices: [8, 16], target: train.per_device_train_batch_size}", "search.batch"),
     ("+search.x={type: categorical, choices: [1, 2], target: lora.rank}", "search.x"),   # no such key
     ("lora.dropout=1.5", "lora.dropout"),                                  # the trial job's own checks
