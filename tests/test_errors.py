@@ -375,3 +375,18 @@ def test_a_cache_dir_that_cannot_be_written_is_named(short_trial, tmp_path, caps
     args = [a for a in short_trial if not a.startswith("cache_dir=")] + [f"cache_dir={blocker / 'cache'}"]
     code, err = run_main(args, capsys)
     assert code == 2 and err == [f"error: cache_dir='{blocker / 'cache'}': cannot be written: Not a directory"], err
+
+
+def test_a_model_that_is_not_a_causal_lm_is_named_in_one_line(short_trial, tmp_path, capsys):
+    """T5 (flan-t5 is a common first try): AutoModelForCausalLM's ValueError listed ~250 config
+    classes, as a traceback from the target-module check."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2)) \
+        .save_pretrained(tmp_path / "t5")
+    capsys.readouterr()  # save_pretrained's progress bar
+    code, err = run_main(short_trial + [f"model.name_or_path={tmp_path / 't5'}"], capsys)
+    assert code == 2 and err == [f"error: model.name_or_path='{tmp_path / 't5'}': is a t5 model "
+                                 "(T5ForConditionalGeneration), which transformers cannot load as a causal language "
+                                 "model (AutoModelForCausalLM); allowed: a decoder-only model such as Llama, Qwen, "
+                                 "Mistral or GPT-2"]

@@ -92,7 +92,15 @@ def _meta(name_or_path: str, trust_remote_code: bool):
 
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        try:
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        except ValueError as e:  # T5, BART-style seq2seq, vision or audio models: a screenful of config names
+            if "Unrecognized configuration class" not in str(e):
+                raise
+    arch = ", ".join(config.architectures or []) or config.model_type
+    raise ConfigError("model.name_or_path", name_or_path, f"is a {config.model_type} model ({arch}), which "
+                      "transformers cannot load as a causal language model (AutoModelForCausalLM); allowed: a "
+                      "decoder-only model such as Llama, Qwen, Mistral or GPT-2")
 
 
 def learned_positions(meta) -> tuple[str, int] | None:
