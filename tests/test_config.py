@@ -67,6 +67,7 @@ def test_target_modules_are_a_role_by_default():
     ("train.learning_rate=inf", "train.learning_rate"),
     ("train.max_length=0", "train.max_length"), ("data.format=xml", "data.format"),
     ("+lora.rank=8", "lora.rank"), ("train.per_device_train_batch_size=big", "train.per_device_train_batch_size"),
+    ("+learning_rate=1e-4", "learning_rate"),  # a top-level key nothing reads
     ("train.per_device_train_batch_size=auto", "train.effective_batch_size"),
     ("train.effective_batch_size=12", "train.effective_batch_size"),  # tiny: 16 x 1
     ("lora.target_modules=attn", "lora.target_modules"), ("lora.target_modules=[]", "lora.target_modules"),

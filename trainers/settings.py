@@ -281,8 +281,16 @@ def _tracking(cfg: DictConfig) -> TrackingSettings:
     return TrackingSettings(**v)
 
 
+# The composed config's top level: conf/config.yaml's groups and keys.
+TOP_LEVEL = ("model", "data", "train", "lora", "quant", "tracking", "sweep", "search", "output_dir",
+             "resume_from_checkpoint", "cache_dir")
+
+
 def trial_settings(cfg: DictConfig) -> TrialSettings:
     """Validate the composed config into TrialSettings; raises ConfigError on the first bad key."""
+    unknown = [k for k in cfg if k not in TOP_LEVEL]
+    if unknown:  # `+foo=1` or `+learning_rate=1e-4` would be set, and read by nothing
+        raise ConfigError(str(unknown[0]), cfg[unknown[0]], f"unknown key; known: {', '.join(TOP_LEVEL)}")
     model = ModelSettings(**_section(cfg, "model", ModelSettings))
     _flag(model.trust_remote_code, "model.trust_remote_code")
     _check(isinstance(model.name_or_path, str) and model.name_or_path != "", "model.name_or_path",
