@@ -130,6 +130,9 @@ def test_a_broken_jsonl_line_is_named_by_its_line_number(short_trial, tmp_path, 
     ([{"prompt": [{"role": "user", "content": "a"}], "completion": "b"}] * 6,
      "has prompts that are chat turns and a completion that is not in {path}; allowed: both text, or both lists of "
      "chat turns"),
+    ([{"messages": "hi"}] * 6,  # its characters were read as turns
+     'has 6 row(s) whose messages is not a list of chat turns in {path} (the first: line 1: "hi"); each messages is a '
+     'list of {{"role": ..., "content": ...}} turns'),
     ([{"prompt": [{"role": "user", "text": "a"}], "completion": [{"role": "assistant", "content": "b"}]}] * 6,
      'has 6 row(s) whose prompt have a turn without role and content in {path} (the first: line 1: {{"role": "user", '
      '"text": "a"}}); each turn is {{"role": ..., "content": ...}}'),

@@ -341,6 +341,12 @@ def is_chat(split, fmt: str) -> bool:
 
 
 def _check_turns(key: str, name: str, column: str, values: list, data: DataSettings) -> None:
+    flat = [i for i, m in enumerate(values) if not isinstance(m, list)]
+    if flat:  # JSON written into a CSV cell is text: its characters were read as turns
+        raise ConfigError(key, name, f"has {len(flat)} row(s) whose {column} is not a list of chat turns in "
+                          f"{data.name_or_path} (the first: {_row_at(flat[0], data)}: {json.dumps(values[flat[0]])[:40]})"
+                          + ("; a CSV cell holds text: write the rows as JSON Lines" if data.name_or_path.endswith(".csv")
+                             else "") + f"; each {column} is a list of {{\"role\": ..., \"content\": ...}} turns")
     odd = [i for i, m in enumerate(values) if m and any(map(_not_a_turn, m))]
     if odd:  # the chat template's KeyError or a blank turn, mid-trial
         turn = next(filter(_not_a_turn, values[odd[0]]))
