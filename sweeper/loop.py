@@ -283,7 +283,8 @@ class SweepLoop:
         self.failures = self.failures + 1 if outcome.state == "failed" else 0
         if self.failures >= self.s.max_failures:
             log = r.trial_dir / "trial.log"
-            print(f"error: {self.failures} trials failed in a row (sweep.max_failures={self.s.max_failures}); "
+            what = "trials failed in a row" if self.failures > 1 else "trial failed"
+            print(f"error: {self.failures} {what} (sweep.max_failures={self.s.max_failures}); "
                   f"last: {outcome.reason}; log: {log}", file=sys.stderr)
             return False
         return True
