@@ -98,6 +98,10 @@ def source_digest(data: DataSettings) -> str | None:
                        and not any(part.startswith(".") for part in f.relative_to(path).parts))
     else:
         return None
+    size = sum(f.stat().st_size for _, f in files)
+    if size > 2**31:  # ~1 s per GiB: said, so a pause before the study opens is not a hang
+        print(f"data: reading {size / 2**30:.1f} GiB of {data.name_or_path} once to check the study's rows are "
+              "unchanged (sha256)", flush=True)
     digest = hashlib.sha256()
     for name, f in files:
         digest.update(name.encode() + b"\0")
