@@ -134,7 +134,7 @@ def test_a_broken_jsonl_line_is_named_by_its_line_number(short_trial, tmp_path, 
      'has 6 row(s) whose messages is not a list of chat turns in {path} (the first: line 1: "hi"); each messages is a '
      'list of {{"role": ..., "content": ...}} turns'),
     ([{"prompt": [{"role": "user", "text": "a"}], "completion": [{"role": "assistant", "content": "b"}]}] * 6,
-     'has 6 row(s) whose prompt have a turn without role and content in {path} (the first: line 1: {{"role": "user", '
+     'has 6 row(s) whose prompt has a turn without role and content in {path} (the first: line 1: {{"role": "user", '
      '"text": "a"}}); each turn is {{"role": ..., "content": ...}}'),
 ])
 def test_rows_a_trial_cannot_learn_from_are_refused_before_any_trial(rows, says, short_trial, tmp_path, capsys):

@@ -180,35 +180,40 @@ def _text_part(part) -> bool:
             and all(v is None for k, v in part.items() if k not in ("type", "text")))
 
 
+def _refuse_non_text_parts(ds, data: DataSettings, columns: list[str]) -> None:
+    for split in dict.fromkeys(s for s in (data.train_split, data.eval_split) if s is not None):
+        for column in columns:
+            for i, turns in enumerate(ds[split][column]):
+                for turn in turns or []:
+                    content = turn.get("content") if isinstance(turn, dict) else None
+                    if not _parts(content) or all(map(_text_part, content)):
+                        continue
+                    part = next(p for p in content if not _text_part(p))
+                    shown = {k: v for k, v in part.items() if v is not None} if isinstance(part, dict) else part
+                    where = _row_at(i, data) if split == data.train_split else f"row {i}"
+                    raise ConfigError("data.name_or_path", data.name_or_path, f"has a chat turn with a part that is "
+                                      f"not text in '{split}' ({where}: {json.dumps(shown)[:60]}); these trials train "
+                                      "text models: allowed: {\"type\": \"text\", \"text\": ...} parts or a string")
+
+
 def text_parts_as_strings(ds, data: DataSettings):
     """Chat turns whose content is a list of parts (OpenAI's and multimodal datasets' form) read as
     one string, the text parts joined as the templates that take parts join them: most chat
     templates print a list as its Python repr, which trials then learned. A part that is not text
     (an image) is refused: these trials train text models."""
     train = ds[data.train_split]
-    if "messages" not in train.column_names:
-        return ds
-    for split in dict.fromkeys(s for s in (data.train_split, data.eval_split) if s is not None):
-        for i, turns in enumerate(ds[split]["messages"]):
-            for turn in turns or []:
-                content = turn.get("content") if isinstance(turn, dict) else None
-                if _parts(content) and not all(map(_text_part, content)):
-                    part = next(p for p in content if not _text_part(p))
-                    shown = {k: v for k, v in part.items() if v is not None} if isinstance(part, dict) else part
-                    raise ConfigError("data.name_or_path", data.name_or_path, f"has a chat turn with a part that is not "
-                                      f"text in '{split}' ({_row_at(i, data) if split == data.train_split else f'row {i}'}"
-                                      f": {json.dumps(shown)[:60]}); these trials train text models: allowed: "
-                                      "{\"type\": \"text\", \"text\": ...} parts or a string")
-    if not any(_parts(t.get("content")) for m in train.select(range(min(8, len(train))))["messages"] for t in m or []
-               if isinstance(t, dict)):
+    columns = [c for c in ("messages", "prompt", "completion") if c in train.column_names and chat_turns(train, c)]
+    _refuse_non_text_parts(ds, data, columns)
+    head = train.select(range(min(8, len(train))))
+    if not any(_parts(t.get("content")) for c in columns for turns in head[c] for t in turns or [] if isinstance(t, dict)):
         return ds
 
-    def join(row):
-        return {"messages": [{**t, "content": "".join(p["text"] for p in t["content"])}
-                             if isinstance(t, dict) and _parts(t.get("content")) else t for t in (row["messages"] or [])]}
+    def joined(turns):
+        return [{**t, "content": "".join(p["text"] for p in t["content"])}
+                if isinstance(t, dict) and _parts(t.get("content")) else t for t in turns or []]
 
     print("data: chat turns whose content is a list of text parts read as one string each", flush=True)
-    return ds.map(join)
+    return ds.map(lambda row: {c: joined(row[c]) for c in columns})
 
 
 def detect_format(columns: list[str], data: DataSettings) -> str:
@@ -354,7 +359,8 @@ def _check_turns(key: str, name: str, column: str, values: list, data: DataSetti
     odd = [i for i, m in enumerate(values) if m and any(map(_not_a_turn, m))]
     if odd:  # the chat template's KeyError or a blank turn, mid-trial
         turn = next(filter(_not_a_turn, values[odd[0]]))
-        raise ConfigError(key, name, f"has {len(odd)} row(s) whose {column} have a turn without role and content in "
+        verb = "have" if column == "messages" else "has"
+        raise ConfigError(key, name, f"has {len(odd)} row(s) whose {column} {verb} a turn without role and content in "
                           f"{data.name_or_path} (the first: {_row_at(odd[0], data)}: {json.dumps(turn)[:60]}); "
                           "each turn is {\"role\": ..., \"content\": ...}")
 
