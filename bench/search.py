@@ -6,7 +6,7 @@ The suite (bench/landscapes/): the demo tasks' landscapes, measured through the 
 project's tiny model (demo-*.json, bench/demo_landscapes.py), and LCBench's 34 tasks (lcbench/,
 bench/lcbench.py). Or any landscape a user gives:
 
-    python bench/search.py [--landscape FILE ...] [--seeds 20] [-- SWEEP OVERRIDES]
+    python bench/search.py [--landscape FILE ...] [--seeds 20] [--parallel K] [-- SWEEP OVERRIDES]
     python bench/search.py --export STUDY --storage URL > FILE     (a finished grid study as a landscape)
 
 Each strategy searches the space the sweep itself builds from the config (sweep overrides after --
@@ -17,6 +17,10 @@ entries are dropped, and a parameter the space lacks becomes a categorical entry
 with "log"). Each suggestion is answered by the nearest cell on the parameter's scale, its curve
 reported eval by eval (so pruners cut as they would), its value seen through the cell's seed runs
 or noise_sd where the file has them.
+
+--parallel K replays a sweep with K slots: K trials asked side by side, each while the others
+run (asked first, then run and told in turn), so the model proposes without their results, as
+the sweep's does; random search is the same either way, asha is replayed one at a time.
 
 Regret: (the true value of the configuration the run would crown - the grid's best) / (the grid's
 median - its best), after 6, 12 and 30 trials; 0 is the best configuration, 1 the median one.
@@ -62,6 +66,7 @@ DEMO = SUITE / "demo-prices.json"  # search_share is read off this one, as befor
 BUDGETS = (6, 12, 30)
 DEFAULT, RANDOM = "default", "random"
 ASHA = "asha with continuation (the default sampler)"  # issue 22 item 1, replayed before the sweep has it
+PARALLEL = 1  # trials asked side by side (--parallel): a sweep's slots
 STRATEGIES = {  # name: sweep overrides (what a user can choose in conf/sweep), or a sampler of the bench's own
     DEFAULT: [],  # conf/sweep/default.yaml as it stands
     RANDOM: ["sweep.sampler=random", "sweep.pruner=none"],
@@ -191,20 +196,28 @@ def replay(job: tuple) -> dict:
         study = optuna.create_study(study_name=f"{strategy}-{seed}", sampler=sampler, pruner=build_pruner(s))
     rng = random.Random(f"{land.name} {seed}")  # which seed run answers, the same for every strategy
     trials = []
-    for _ in range(budget):
-        trial = study.ask()
-        key = land.nearest(suggest(trial, s.space))
-        seen, curve, truth, run = observe(land, key, rng)
-        record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key,
-                  "run": run}
-        for step, value in curve.items():
-            trial.report(value, step)
-            if step != max(curve) and trial.should_prune():  # the sweep never prunes at the last step
-                record.update(pruned=True, steps=step)
-                break
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if record["pruned"] else study.tell(trial, seen)
-        trials.append(record)
+    while len(trials) < budget:
+        side_by_side = []
+        for _ in range(min(PARALLEL, budget - len(trials))):
+            trial = study.ask()  # its values drawn now, with the trials asked before it still running
+            side_by_side.append((trial, land.nearest(suggest(trial, s.space))))
+        trials += [run_and_tell(study, trial, key, land, rng) for trial, key in side_by_side]
     return {"job": job, "trials": trials}
+
+
+def run_and_tell(study, trial, key: tuple, land: Landscape, rng: random.Random) -> dict:
+    """One asked trial trained on its cell: its curve reported eval by eval (pruned as the sweep
+    would), then told to the study."""
+    seen, curve, truth, run = observe(land, key, rng)
+    record = {"truth": truth, "seen": seen, "pruned": False, "steps": max(curve) if curve else 1, "key": key,
+              "run": run}
+    for step, value in curve.items():
+        trial.report(value, step)
+        if step != max(curve) and trial.should_prune():  # the sweep never prunes at the last step
+            record.update(pruned=True, steps=step)
+            break
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED) if record["pruned"] else study.tell(trial, seen)
+    return record
 
 
 # -- promotion with continuation (ASHA) -------------------------------------------------------------
@@ -492,11 +505,14 @@ def search_share(land: Landscape, overrides: tuple, seeds: int, pool) -> dict[st
     return {k: statistics.median(v) for k, v in by.items()}
 
 
-def one_thread() -> None:
+def one_thread(parallel: int = 1) -> None:
     """Each replay process fits its Gaussian processes on one thread: with a process per core,
-    torch's own threads would only fight over the cores (GPSampler took 7x longer)."""
+    torch's own threads would only fight over the cores (GPSampler took 7x longer). It replays
+    `parallel` trials side by side (--parallel)."""
     import torch
 
+    global PARALLEL
+    PARALLEL = parallel
     torch.set_num_threads(1)
 
 
@@ -566,6 +582,7 @@ def main():
     ap.add_argument("--export", metavar="STUDY", help="print a finished grid study as a landscape file")
     ap.add_argument("--storage", help="the study's storage URL (with --export)")
     ap.add_argument("--jobs", type=positive, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--parallel", type=positive, default=1, help="trials asked side by side, as K slots ask them")
     ap.add_argument("--strategies", help=f"a comma-separated subset of: {' | '.join(STRATEGIES)} (default: all)")
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -590,7 +607,7 @@ def main():
         sys.exit(f"{e}")
     jobs = [(p, strategy, overrides, budget, seed) for p in lands for strategy in STRATEGIES for budget in BUDGETS
             for seed in range(a.seeds)]
-    with Pool(a.jobs, initializer=one_thread) as pool:
+    with Pool(a.jobs, initializer=one_thread, initargs=(a.parallel,)) as pool:
         results = pool.map(replay_any, jobs, chunksize=8)
         runs = {}
         for out in results:
@@ -613,8 +630,9 @@ def main():
                       f"{RECHECK_SEEDS} more seeds each, crowned by mean; issue 22), {a.seeds} seeds:\n")
                 print("\n".join(lines))
                 rechecked[land.name] = shares
-        print(f"\n### The {'files given' if a.landscape else 'suite'}: {len(lands)} landscapes x {a.seeds} seeds, "
-              "mean regret ± its standard error over the seeds\n")
+        side = f", {a.parallel} trials asked side by side (asha: one at a time)" if a.parallel > 1 else ""
+        print(f"\n### The {'files given' if a.landscape else 'suite'}: {len(lands)} landscapes x {a.seeds} "
+              f"seeds{side}, mean regret ± its standard error over the seeds\n")
         print("| strategy | after 6 | after 12 | after 30 |\n|---|---|---|---|")
         for strategy in STRATEGIES:
             print(f"| {strategy} | " + " | ".join(f"{statistics.fmean(regret[(strategy, n)]):.3f} ± "

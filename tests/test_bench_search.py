@@ -256,3 +256,26 @@ def test_asha_continues_the_best_paused_configurations_and_pays_only_new_steps()
     assert search.rungs_for(land, search.base_settings(search.ASHA, ())) == [10, 20, 40]
     assert search.rungs_for(land, search.base_settings(search.ASHA, ("sweep.asha_eta=3",))) == [10, 30, 40]
     assert search.rungs_for(land, search.base_settings(search.ASHA, ("sweep.asha_min_step=20",))) == [20, 40]
+
+
+def test_parallel_asks_k_trials_before_any_is_told(monkeypatch):
+    """--parallel K: the model proposes each of K trials while the others run, as a sweep's K slots
+    ask them; so in each group of K every trial starts before any of the group finishes."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import search
+    from landscapes import parse
+
+    studies = []
+    create = optuna.create_study
+    monkeypatch.setattr(optuna, "create_study", lambda **kw: studies.append(create(**kw)) or studies[-1])
+    monkeypatch.setattr(search, "landscape", lambda path: parse(Path(path), lora_like()))
+    search.one_thread(3)
+    try:
+        out = search.replay(("lora.json", search.DEFAULT, (), 7, 0))
+    finally:
+        search.one_thread(1)
+    trials = studies[-1].trials
+    assert len(out["trials"]) == len(trials) == 7
+    for group in (trials[0:3], trials[3:6], trials[6:7]):
+        assert max(t.datetime_start for t in group) <= min(t.datetime_complete for t in group)
+    assert trials[2].datetime_complete <= trials[3].datetime_start  # the next group after this one's results
