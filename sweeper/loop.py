@@ -29,10 +29,12 @@ from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.slots import Device, Slot
 from sweeper.search.sampler import drawn_twice, unwritten
 from sweeper.search.space import suggest, to_overrides
-from sweeper.study import counts, fail_lost_trials
+from sweeper.study import DATA_DIGEST, counts, data_changed, fail_lost_trials
+from trainers.data import SourceWatch
 from sweeper.view import LiveView
 
 EXIT_FAILURES = 1
+EXIT_DATA_CHANGED = 2  # bad input, found late: the study keeps what it holds
 OUT_OF_MEMORY = "out of memory"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -108,6 +110,9 @@ class SweepLoop:
         # (sweeper/recheck.py), which the search's counts leave out.
         self.recheck = False
         self.rungs = asha.rungs(s) if s.pruner == "asha" else []
+        # The rows a trial trains on, looked at before each start: edited mid-sweep, later trials
+        # would be ranked against earlier ones trained on other rows.
+        self.data = SourceWatch(s.trial.data, storage.get_study_system_attrs(study._study_id).get(DATA_DIGEST))
 
     def _free_slots(self) -> list[Slot]:
         free, busy = [], {}
@@ -346,6 +351,10 @@ class SweepLoop:
             for slot in self._free_slots():
                 if not self._room(c):
                     break
+                if (current := self.data.changed()) is not None:
+                    self.stop_all("stopped: the data changed")
+                    print(f"error: {data_changed(self.s, self.data.digest, current)}", file=sys.stderr)
+                    return EXIT_DATA_CHANGED
                 self._start(slot, c)
                 c = counts(self.study, self.recheck)
             STOP.wait(0.25 if self.running else self.s.heartbeat_interval)

@@ -152,10 +152,14 @@ def check_data(storage, study_id: int, s: SweepSettings) -> str | None:
     stored = storage.get_study_system_attrs(study_id).get(DATA_DIGEST)
     current = source_digest(s.trial.data)
     if stored is not None and current is not None and stored != current:
-        raise ConfigError("data.name_or_path", s.trial.data.name_or_path, f"has changed since study {s.study_name!r} "
-                          f"began (sha256 {stored[:12]} → {current[:12]}), so its trials trained on other rows: "
-                          "restore the data or choose another sweep.study_name")
+        raise data_changed(s, stored, current)
     return current
+
+
+def data_changed(s: SweepSettings, stored: str, current: str) -> ConfigError:
+    return ConfigError("data.name_or_path", s.trial.data.name_or_path, f"has changed since study {s.study_name!r} "
+                       f"began (sha256 {stored[:12]} → {current[:12]}), so its trials trained on other rows: restore "
+                       "the data or choose another sweep.study_name")
 
 
 def stored_fingerprint(storage, study_id: int) -> dict | None:

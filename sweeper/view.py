@@ -14,11 +14,11 @@ PHASES = {"starting": "starting", "loading": "loading data and model", "saving":
 
 
 class LiveView:
-    def __init__(self, n_trials: int, stream=sys.stdout, quiet: bool = False):
+    def __init__(self, n_trials: int, stream=None, quiet: bool = False):
         self.n_trials = n_trials
         self.quiet = quiet  # no start or eval lines: a long sweep's log keeps its ends, notes and report
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stdout  # the stdout of now, not of when this module was imported
+        self.tty = self.stream.isatty()
         self.trials: dict[int, dict] = {}  # running: slot, values, step, max_steps, eval_loss
         self.block = 0                      # lines of the running block now on screen
         self.last_tally = ""

@@ -169,3 +169,20 @@ def test_a_data_folder_is_digested_by_its_files_names_and_bytes(tmp_path):
     (folder / "part" / "a.jsonl").write_text('{"text": "b"}\n')
     assert source_digest(data) != first
     assert source_digest(settings("org/hub-dataset")) is None
+
+
+def test_a_source_watch_rehashes_only_when_the_files_move(tmp_path):
+    import os
+
+    from trainers.data import SourceWatch, source_digest
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a"}\n')
+    data = settings(path)
+    watch = SourceWatch(data, source_digest(data))
+    assert watch.changed() is None
+    os.utime(path, (1, 1))  # touched: looked at again, the same rows
+    assert watch.changed() is None
+    path.write_text('{"text": "b"}\n')
+    assert watch.changed() == source_digest(data) != watch.digest
+    assert SourceWatch(settings("org/hub-dataset"), None).changed() is None

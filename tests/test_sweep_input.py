@@ -195,6 +195,30 @@ def test_data_edited_under_the_same_path_is_refused_by_content(sweep_args, synth
     check_existing(build_storage(s), s)
 
 
+def test_data_edited_while_the_sweep_runs_stops_it_before_the_next_trial(sweep_args, synthetic_data, tmp_path,
+                                                                        capsys, monkeypatch):
+    import shutil
+
+    from sweeper.loop import SweepLoop
+
+    data = tmp_path / "rows.jsonl"
+    shutil.copy(synthetic_data, data)
+    start = SweepLoop._start
+
+    def start_then_edit(self, slot, tally):  # the first trial starts on the rows, then they change
+        start(self, slot, tally)
+        if not data.read_bytes().endswith(b"{}\n"):
+            data.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:-1]) + b"{}\n")
+
+    monkeypatch.setattr(SweepLoop, "_start", start_then_edit)
+    code = main(sweep_args + [f"data.name_or_path={data}", "sweep.trials_per_device=2", "sweep.n_trials=3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "has changed since study 't' began" in err[0], err
+    trials = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL  # stopped, and queued to run again
+    assert trials[0].user_attrs["fail_reason"] == "stopped: the data changed" and len(trials) == 2
+
+
 def test_grid_sampler_runs_the_whole_grid_by_ask_and_tell():
     """Optuna's GridSampler stops Study.optimize when the grid is used up, raising outside it: the
     sweep's ask/tell loop must get through every point, the last one included (found by bench-search)."""

@@ -83,20 +83,26 @@ def first_bad_json_line(path: Path) -> str | None:
     return None
 
 
-def source_digest(data: DataSettings) -> str | None:
-    """sha256 of the local file or folder the rows come from (each file's path in the folder and
-    its bytes, hidden ones left out as `datasets` leaves them); None for a hub dataset, whose rows
-    are the hub's to change. By content, not modification time: a file touched or copied back is
-    the same data."""
-    import hashlib
-
+def _source_files(data: DataSettings) -> list[tuple[str, Path]] | None:
+    """The local file, or a folder's files by their path in it (hidden ones left out, as `datasets`
+    leaves them); None for a hub dataset."""
     path = Path(data.name_or_path).expanduser()
     if path.is_file():
-        files = [(path.name, path)]
-    elif path.is_dir():
-        files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file()
-                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
-    else:
+        return [(path.name, path)]
+    if path.is_dir():
+        return sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file()
+                      and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    return None
+
+
+def source_digest(data: DataSettings) -> str | None:
+    """sha256 of the local file or folder the rows come from (its files' paths and bytes); None for
+    a hub dataset, whose rows are the hub's to change. By content, not modification time: a file
+    touched or copied back is the same data."""
+    import hashlib
+
+    files = _source_files(data)
+    if files is None:
         return None
     size = sum(f.stat().st_size for _, f in files)
     if size > 2**31:  # ~1 s per GiB: said, so a pause before the study opens is not a hang
@@ -108,6 +114,27 @@ def source_digest(data: DataSettings) -> str | None:
         with f.open("rb") as fh:
             digest.update(hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
+
+
+class SourceWatch:
+    """Whether the rows changed since `digest` was taken, asked before each trial starts: a look at
+    the files' names, sizes and modification times, and the digest again only when those moved."""
+
+    def __init__(self, data: DataSettings, digest: str | None):
+        self.data, self.digest = data, digest
+        self.seen = self._stat()
+
+    def _stat(self) -> list | None:
+        files = _source_files(self.data)
+        return None if files is None else [(name, f.stat().st_size, f.stat().st_mtime_ns) for name, f in files]
+
+    def changed(self) -> str | None:
+        """The rows' new digest if their contents changed, else None (a file gone: the trial says so)."""
+        if self.digest is None or (now := self._stat()) == self.seen:
+            return None
+        self.seen = now
+        current = source_digest(self.data)
+        return current if current not in (None, self.digest) else None
 
 
 def _load(data: DataSettings, cache_dir: Path):
