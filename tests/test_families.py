@@ -38,6 +38,7 @@ def test_every_family_adapts_what_its_architecture_has(tiny_model, synthetic_dat
             said = next(line for line in out.splitlines() if line.startswith(f"target {role} -> "))
             assert f"x {SHAPES[f].get('num_hidden_layers', SHAPES[f].get('n_layer'))} layers" in said, said
             assert "r=32: " in said and "note: bitsandbytes quantized no layer" not in out
+            assert "note: train.warmup_steps=5 >= train.max_steps=2: the learning rate rises" in out  # said, not refused
             if f == "gemma2":  # soft-capped attention trains in eager mode: transformers picks it itself
                 assert metrics["attn_implementation"] == "eager"
 

@@ -158,6 +158,9 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
     check_output_dir(s.cache_dir, "cache_dir")
     ensure_model(s.model)
     check_trainer_names(s.train)
+    if 0 < s.train.max_steps <= s.train.warmup_steps:  # a quick smoke run may mean it: said, not refused
+        print(f"note: train.warmup_steps={s.train.warmup_steps} >= train.max_steps={s.train.max_steps}: the learning "
+              f"rate rises for the whole run and never reaches train.learning_rate", flush=True)
     check_context(s.model, s.train.max_length)  # from the model's config: before the data loads
     check_quantization(s.model, s.quant.bits)
     if check_modules:
