@@ -105,7 +105,7 @@ def source_digest(data: DataSettings) -> str | None:
     if files is None:
         return None
     size = sum(f.stat().st_size for _, f in files)
-    if size > 2**31:  # ~1 s per GiB: said, so a pause before the study opens is not a hang
+    if size > 2**31:  # ~2 s per GiB on a 2-core box: said, so a pause before the study opens is not a hang
         print(f"data: reading {size / 2**30:.1f} GiB of {data.name_or_path} once to check the study's rows are "
               "unchanged (sha256)", flush=True)
     digest = hashlib.sha256()
@@ -197,14 +197,18 @@ def sharegpt_as_messages(ds, train_split: str):
     return ds.map(convert, remove_columns=[column])
 
 
-def _parts(content) -> bool:
-    return isinstance(content, list)
-
-
 def _text_part(part) -> bool:
     """{"type": "text", "text": ...}; Arrow gives every part the keys of all parts, the rest null."""
     return (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
             and all(v is None for k, v in part.items() if k not in ("type", "text")))
+
+
+def _with_parts(split, column: str) -> bool:
+    """A column of chat turns whose content is a list of parts. Arrow gives a column one type, so
+    this is read from the features: either every turn's content is a list or none is."""
+    from datasets import LargeList, List
+
+    return chat_turns(split, column) and isinstance(split.features[column].feature.get("content"), (List, LargeList))
 
 
 def _refuse_non_text_parts(ds, data: DataSettings, columns: list[str]) -> None:
@@ -212,10 +216,10 @@ def _refuse_non_text_parts(ds, data: DataSettings, columns: list[str]) -> None:
         for column in columns:
             for i, turns in enumerate(ds[split][column]):
                 for turn in turns or []:
-                    content = turn.get("content") if isinstance(turn, dict) else None
-                    if not _parts(content) or all(map(_text_part, content)):
+                    content = turn.get("content") if isinstance(turn, dict) else None  # a null turn: check_rows says
+                    part = next((p for p in content or [] if not _text_part(p)), None)
+                    if part is None:
                         continue
-                    part = next(p for p in content if not _text_part(p))
                     shown = {k: v for k, v in part.items() if v is not None} if isinstance(part, dict) else part
                     where = _row_at(i, data) if split == data.train_split else f"row {i}"
                     raise ConfigError("data.name_or_path", data.name_or_path, f"has a chat turn with a part that is "
@@ -227,17 +231,17 @@ def text_parts_as_strings(ds, data: DataSettings):
     """Chat turns whose content is a list of parts (OpenAI's and multimodal datasets' form) read as
     one string, the text parts joined as the templates that take parts join them: most chat
     templates print a list as its Python repr, which trials then learned. A part that is not text
-    (an image) is refused: these trials train text models."""
+    (an image) is refused: these trials train text models. Rows are read only when the features say
+    there are parts: this runs in every trial."""
     train = ds[data.train_split]
-    columns = [c for c in ("messages", "prompt", "completion") if c in train.column_names and chat_turns(train, c)]
-    _refuse_non_text_parts(ds, data, columns)
-    head = train.select(range(min(8, len(train))))
-    if not any(_parts(t.get("content")) for c in columns for turns in head[c] for t in turns or [] if isinstance(t, dict)):
+    columns = [c for c in ("messages", "prompt", "completion") if c in train.column_names and _with_parts(train, c)]
+    if not columns:
         return ds
+    _refuse_non_text_parts(ds, data, columns)
 
     def joined(turns):
-        return [{**t, "content": "".join(p["text"] for p in t["content"])}
-                if isinstance(t, dict) and _parts(t.get("content")) else t for t in turns or []]
+        return [{**t, "content": "".join(p["text"] for p in t["content"] or [])} if isinstance(t, dict) else t
+                for t in turns or []]
 
     print("data: chat turns whose content is a list of text parts read as one string each", flush=True)
     return ds.map(lambda row: {c: joined(row[c]) for c in columns})
