@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from sweeper.settings import SweepSettings, sqlite_file
 from sweeper.search.strategy import build_pruner, build_sampler
+from trainers.data import source_digest
 from trainers.settings import ConfigError, first_line
 
 DIRECTION = optuna.study.StudyDirection.MINIMIZE  # eval loss
@@ -113,12 +114,10 @@ def _differences(stored: dict, current: dict) -> list[str]:
 
 def check_existing(storage, s: SweepSettings) -> str | None:
     """Refuse, before touching it, a study whose direction, configuration or data differs; returns
-    the data's digest (sweeper/study.py: check_data)."""
+    the data's digest (check_data)."""
     try:
         study_id = storage.get_study_id_from_name(s.study_name)
     except KeyError:
-        from trainers.data import source_digest
-
         return source_digest(s.trial.data)
     directions = storage.get_study_directions(study_id)
     if directions != [DIRECTION]:
@@ -147,8 +146,6 @@ DATA_DIGEST = "qlora_sweep:data_sha256"
 
 def check_data(storage, study_id: int, s: SweepSettings) -> str | None:
     """The data's digest now, after refusing a study begun on other rows."""
-    from trainers.data import source_digest
-
     stored = storage.get_study_system_attrs(study_id).get(DATA_DIGEST)
     current = source_digest(s.trial.data)
     if stored is not None and current is not None and stored != current:
