@@ -133,6 +133,15 @@ def test_a_checkpoint_folder_is_complete_or_absent(short_trial, tmp_path, monkey
     assert metrics["resumed_from_step"] == 10 and metrics["steps"] == 20
     assert [c.name for c in out.glob("checkpoint-*")] == ["checkpoint-20"] and (out / "adapter_model.safetensors").exists()
 
+    # Killed after its last eval, a trial leaves checkpoint-20: resumed from it, nothing is trained
+    # again and it ends with that eval's loss (through train(), transformers trained a 21st step).
+    again = run_trial(trial_settings(compose_config(short_trial + [
+        "tracking.mode=disabled", "train.save_strategy=steps", "train.save_steps=10", "train.save_total_limit=1",
+        f"output_dir={tmp_path / 'again'}", f"resume_from_checkpoint={out / 'checkpoint-20'}"])))
+    assert (again["resumed_from_step"], again["steps"], again["stopped_at_step"], again["train_tokens"]) == (20, 20, 20, 0)
+    assert again["eval_loss"] == pytest.approx(metrics["eval_loss"], abs=1e-6)
+    assert (tmp_path / "again" / "adapter_model.safetensors").exists()
+
 
 def test_checkpoints_are_published_whole_and_rotated(tmp_path):
     from trainers.sft import STAGING, publish_checkpoint

@@ -211,6 +211,31 @@ def _checkpoint_step(checkpoint) -> int:
     return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
 
 
+def _at_the_end(checkpoint) -> bool:
+    """A checkpoint of a run's last step, as a trial killed after its last eval leaves."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state["global_step"]
+
+
+def finish_from_checkpoint(trainer, checkpoint: str):
+    """End a run whose checkpoint is already at its last step: its adapter and state loaded, its last
+    eval run again (the same loss: the same weights and rows). Resumed through train(), transformers
+    5.24 trains one step past max_steps before it looks at it (its epoch loop checks only after a
+    step), so a retry of a trial killed after its last eval ended at step N+1 with another loss."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    # A run of no steps to the callbacks (the cost meter counts the steps from here: none).
+    trainer.control = trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
+    trainer.evaluate()
+    trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"),
+                       {"train_runtime": 0.0})
+
+
 def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, meter=None) -> dict:
     """Train one LoRA adapter; returns the final metrics and its cost (also saved as metrics.json).
     meter: a trainers.cost meter the caller keeps, to read what a trial cost when it stops early."""
@@ -246,7 +271,10 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     if resume:
         print(f"resuming from {resume}", flush=True)
     try:
-        result = trainer.train(resume_from_checkpoint=resume)
+        if resume and _at_the_end(s.resume_from_checkpoint):
+            result = finish_from_checkpoint(trainer, resume)
+        else:
+            result = trainer.train(resume_from_checkpoint=resume)
         metrics = {
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
