@@ -142,6 +142,16 @@ def test_a_checkpoint_folder_is_complete_or_absent(short_trial, tmp_path, monkey
     assert again["eval_loss"] == pytest.approx(metrics["eval_loss"], abs=1e-6)
     assert (tmp_path / "again" / "adapter_model.safetensors").exists()
 
+    # A checkpoint this run cannot continue is refused in one line (not torch's size mismatch).
+    from trainers.settings import ConfigError
+
+    for changed, said in [("lora.r=16", "trained with lora.r=8; this run has lora.r=16;"),
+                          ("train.max_steps=10", "is at step 20, past train.max_steps=10")]:
+        with pytest.raises(ConfigError, match=said.replace(".", r"\.")):
+            run_trial(trial_settings(compose_config(short_trial + [
+                "tracking.mode=disabled", f"output_dir={tmp_path / changed.split('=')[0]}", changed,
+                f"resume_from_checkpoint={out / 'checkpoint-20'}"])))
+
 
 def test_checkpoints_are_published_whole_and_rotated(tmp_path):
     from trainers.sft import STAGING, publish_checkpoint

@@ -211,10 +211,36 @@ def _checkpoint_step(checkpoint) -> int:
     return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
 
 
-def _at_the_end(checkpoint) -> bool:
-    """A checkpoint of a run's last step, as a trial killed after its last eval leaves."""
+def _adapter_shape(config: dict) -> dict:
+    """What decides an adapter's weights and their scale: rank, alpha, the modules it adapts."""
+    modules = config.get("target_modules")
+    return {"lora.r": config.get("r"), "lora.alpha": config.get("lora_alpha"),
+            "lora.target_modules": sorted(modules) if isinstance(modules, (list, set, tuple)) else modules}
+
+
+def _said(shape: dict, keys: list[str]) -> str:
+    """Modules by their kind (q_proj, ...), as lora.target_modules names them, not by their paths."""
+    return ", ".join(f"{k}={','.join(sorted({m.rsplit('.', 1)[-1] for m in shape[k]}))}" if isinstance(shape[k], list)
+                     else f"{k}={shape[k]}" for k in keys)
+
+
+def check_resumable(trainer, checkpoint: Path, max_steps: int) -> bool:
+    """Refuse in one line a checkpoint this run cannot continue (through train(): torch's size
+    mismatch or the optimizer's ValueError, deep inside); True when it is at the run's last step,
+    as a trial killed after its last eval leaves it."""
+    saved = checkpoint / "adapter_config.json"
+    if saved.is_file():
+        theirs = _adapter_shape(json.loads(saved.read_text()))
+        ours = _adapter_shape(trainer.model.peft_config["default"].to_dict())
+        differ = [k for k in ours if theirs[k] != ours[k]]
+        if differ:
+            raise ConfigError("resume_from_checkpoint", str(checkpoint), f"its adapter was trained with "
+                              f"{_said(theirs, differ)}; this run has {_said(ours, differ)}; allowed: the run's own values")
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return 0 < state.get("max_steps", 0) <= state["global_step"]
+    if 0 < max_steps < state["global_step"]:
+        raise ConfigError("resume_from_checkpoint", str(checkpoint), f"is at step {state['global_step']}, past "
+                          f"train.max_steps={max_steps}; allowed: a checkpoint at or before it")
+    return state["global_step"] >= (max_steps if max_steps > 0 else state.get("max_steps", 0)) > 0
 
 
 def finish_from_checkpoint(trainer, checkpoint: str):
@@ -271,7 +297,7 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     if resume:
         print(f"resuming from {resume}", flush=True)
     try:
-        if resume and _at_the_end(s.resume_from_checkpoint):
+        if resume and check_resumable(trainer, s.resume_from_checkpoint, s.train.max_steps):
             result = finish_from_checkpoint(trainer, resume)
         else:
             result = trainer.train(resume_from_checkpoint=resume)
