@@ -83,7 +83,7 @@ def test_chat_rows_train_with_chat_template(shape, short_trial, tmp_path):
     assert metrics["steps"] == 10 and metrics["eval_loss"] > 0
 
 
-def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path):
+def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path, capsys):
     """`python -m trainers quant.bits=4`, as a user types it (with a short schedule)."""
     proc = subprocess.run([sys.executable, "-m", "trainers", "quant.bits=4", *short_trial],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -92,6 +92,14 @@ def test_cli_trains_the_tiny_model_and_prints_losses(short_trial, tmp_path):
     assert "eval_loss" in proc.stdout.splitlines()[-1]
     assert (tmp_path / "run" / "adapter_model.safetensors").exists()
     assert proc.stderr.count("MatMul8bitLt") <= 1
+
+    # The same command again would overwrite the finished adapter: refused before anything loads.
+    from trainers.__main__ import main
+
+    finished = (tmp_path / "run" / "metrics.json").read_text()
+    assert main(["quant.bits=4", *short_trial]) == 2
+    assert capsys.readouterr().err.startswith(f"error: output_dir='{tmp_path / 'run'}': holds a finished trial (metrics.json)")
+    assert (tmp_path / "run" / "metrics.json").read_text() == finished
 
 
 def test_a_checkpoint_folder_is_complete_or_absent(short_trial, tmp_path, monkeypatch):

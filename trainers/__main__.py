@@ -18,6 +18,9 @@ def main(argv: list[str]) -> int:
     settings = None
     try:
         settings = trial_settings(compose_config(argv))
+        from trainers.preflight import check_not_finished
+
+        check_not_finished(settings.output_dir, settings.resume_from_checkpoint)
         note = offline_if_hub_unreachable([settings.model.name_or_path, settings.data.name_or_path])
         if note:
             print(note, flush=True)

@@ -21,6 +21,15 @@ def check_output_dir(path: Path, key: str = "output_dir") -> None:
         raise ConfigError(key, str(path), f"cannot be written: {e.strerror or first_line(e)}")
 
 
+def check_not_finished(output_dir: Path, resume_from) -> None:
+    """One trial alone (python -m trainers) into a folder that holds a finished one overwrote its
+    adapter and metrics without a word; a sweep gives every trial a folder of its own."""
+    done = [name for name in ("metrics.json", "adapter_model.safetensors") if (output_dir / name).is_file()]
+    if done and resume_from is None:
+        raise ConfigError("output_dir", str(output_dir), f"holds a finished trial ({done[0]}), which this one would "
+                          "overwrite; allowed: a new folder (by default outputs/runs/<time>), or delete it first")
+
+
 def check_model_exists(model: ModelSettings) -> None:
     """Fail in one line, before any weights load, when the model is neither local nor reachable."""
     from transformers import AutoConfig
