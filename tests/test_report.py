@@ -99,7 +99,7 @@ def test_a_small_study_says_which_plots_it_left_out_and_why(tmp_path):
         "at least 2; "
         "this study has 1 completed trial",
         "importances: left out: fANOVA compares trials at one eval step, which needs at least 5 finished trials "
-        "that reached it; this study has 3 finished trials"]
+        "that reached it; this study has 3 finished trials, re-check runs aside"]
     s = sweep_settings([f"sweep.dir={tmp_path}"], check_values=False)
     page = write_report(small, s, "study text").read_text()
     assert all(html.escape(line) in page for line in left_out(small))

@@ -353,6 +353,7 @@ def test_what_mattered_says_when_the_trials_are_too_few_to_tell():
     trials moves it, and the line says so instead of presenting it as a finding."""
     import random
 
+    from sweeper.recheck import RECHECK_OF, SEED
     from sweeper.results.report import what_mattered
 
     rng = random.Random(3)
@@ -367,8 +368,15 @@ def test_what_mattered_says_when_the_trials_are_too_few_to_tell():
     assert line.endswith("of 20 resamples of these trials: too few trials to tell what mattered")
     small = optuna.create_study()
     small.add_trials(study.trials[:3])
-    assert what_mattered(small) == ["what mattered: too few trials to say (fANOVA compares trials at one eval step, "
-                                    "which needs at least 5 finished trials that reached it; this study has 3)"]
+    too_few = ["what mattered: too few trials to say (fANOVA compares trials at one eval step, which needs at least 5 "
+               "finished trials that reached it; this study has 3, re-check runs aside)"]
+    assert what_mattered(small) == too_few
+    # The re-check's runs repeat configurations: counted, 3 trials read as 6, more than the 5 it needs.
+    for t in study.trials[:3]:
+        small.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value,
+                                                  intermediate_values=t.intermediate_values,
+                                                  user_attrs={RECHECK_OF: t.number, SEED: 43}))
+    assert what_mattered(small) == too_few
 
 
 def test_slurm_without_sbatch_is_refused_before_the_study_exists(sweep_args, tmp_path, capsys, monkeypatch):

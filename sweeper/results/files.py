@@ -15,7 +15,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from sweeper.recheck import search_trials
-from sweeper.results.trials import FINISHED, MIN_POINTS, common_step_study, rows, search_study
+from sweeper.results.trials import MIN_POINTS, common_step_study, compared_trials, rows, search_study
 from sweeper.settings import SweepSettings
 
 OF_COMPLETED = ("history", "parallel", "slices")  # the objective of completed trials
@@ -38,9 +38,9 @@ def left_out(study) -> list[str]:
         out.append(f"parallel, slices: left out: the trials have no searched parameters")
     step, points = common_step_study(study)
     if points is None:
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        finished = len(compared_trials(study))
         out.append(f"importances: left out: fANOVA compares trials at one eval step, which needs at least {MIN_POINTS} "
-                   f"finished trials that reached it; this study has {plural(finished, 'finished trial')}")
+                   f"finished trials that reached it; this study has {plural(finished, 'finished trial')}, re-check runs aside")
     elif not points.best_trial.params:
         out.append("importances: left out: the trials have no searched parameters")
     return out

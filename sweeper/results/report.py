@@ -12,7 +12,8 @@ from sweeper.search.sampler import CONTINUED_FROM
 from sweeper.results.model_card import model_card
 from sweeper.results.seeds import lines as seeds_lines
 from sweeper.results.seeds import crowned
-from sweeper.results.trials import MIN_POINTS, ORDER, continued, state_name, common_step_study, eval_loss, rank_value, rows, trial_values
+from sweeper.results.trials import (MIN_POINTS, ORDER, common_step_study, compared_trials, continued, eval_loss,
+                                    rank_value, rows, state_name, trial_values)
 from sweeper.settings import SweepSettings
 from sweeper.view import format_values
 from trainers.tracking import resolve_mode
@@ -129,10 +130,9 @@ def what_mattered(study, objective: str = "eval_loss") -> list[str]:
 
     step, points = common_step_study(study)
     if points is None:
-        finished = len([t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE,
-                                                                                   TrialState.PRUNED)])
         return [f"what mattered: too few trials to say (fANOVA compares trials at one eval step, which needs at least "
-                f"{MIN_POINTS} finished trials that reached it; this study has {finished})"]
+                f"{MIN_POINTS} finished trials that reached it; this study has {len(compared_trials(study))}, "
+                "re-check runs aside)"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         importances = _fanova(points.trials, seed=0)

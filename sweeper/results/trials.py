@@ -60,17 +60,21 @@ def rows(trials: list[FrozenTrial], s: SweepSettings) -> list[dict]:
              "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""} for t in ranked]
 
 
+def compared_trials(study) -> list:
+    """The finished trials whose eval losses the importances compare: not the re-check's runs, nor
+    a paused trial another continued (asha), whose values again would weigh them twice."""
+    finished = search_trials(study.get_trials(deepcopy=False, states=FINISHED))
+    promoted = continued(finished)
+    return [t for t in finished if t.number not in promoted]
+
+
 def common_step_study(study):
-    """(step, a study of every finished trial's eval loss at that step), or (None, None)."""
+    """(step, a study of every compared trial's eval loss at that step), or (None, None)."""
     from collections import Counter
 
     import optuna
 
-    # Not the re-check's runs, nor a paused trial another continued (asha): the same values again
-    # would weigh them twice.
-    finished = search_trials(study.get_trials(deepcopy=False, states=FINISHED))
-    promoted = continued(finished)
-    trials = [t for t in finished if t.intermediate_values and t.number not in promoted]
+    trials = [t for t in compared_trials(study) if t.intermediate_values]
     reached = Counter(step for t in trials for step in t.intermediate_values)
     steps = [step for step, n in reached.items() if n >= MIN_POINTS]
     if not steps:
