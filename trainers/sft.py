@@ -60,7 +60,12 @@ def _trainer_class():
 
         On resume, PEFT's load_adapter upcasts the adapter to fp32 while TRL trains a QLoRA adapter
         in bf16 (measured: peft 0.21, trl 1.16), so the resumed trial would train at another precision
-        than the run it continues. Restore each trainable weight's dtype before the optimizer exists."""
+        than the run it continues. Restore each trainable weight's dtype before the optimizer exists.
+
+        Resumed from a checkpoint already at its last step, transformers 5.24 trains one step past
+        max_steps before it looks at it (its epoch loop checks only after a step), so a retry of a
+        trial killed after its last eval ended at step N+1 with another loss. Such a run ends here
+        with that checkpoint's adapter and its last eval run again (the same weights and rows)."""
 
         staging = False
 
@@ -76,6 +81,25 @@ def _trainer_class():
                 self.staging = False
             out = Path(self._get_output_dir(trial))
             publish_checkpoint(out / STAGING / f"checkpoint-{self.state.global_step}", out, self.args.save_total_limit)
+
+        def train(self, resume_from_checkpoint=None, **kwargs):
+            if resume_from_checkpoint and _at_last_step(Path(resume_from_checkpoint), self.args.max_steps):
+                return self._finish_from(resume_from_checkpoint)
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+        def _finish_from(self, checkpoint: str):
+            from transformers import TrainerState
+            from transformers.trainer_utils import TrainOutput
+
+            self._load_from_checkpoint(checkpoint)
+            self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+            # A run of no steps to the callbacks (the cost meter counts the steps from here: none).
+            self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
+            self.evaluate()
+            self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
+            losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+            return TrainOutput(self.state.global_step, sum(losses) / len(losses) if losses else float("nan"),
+                               {"train_runtime": 0.0})
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             dtypes = {n: p.dtype for n, p in self.model.named_parameters() if p.requires_grad}
@@ -224,10 +248,15 @@ def _said(shape: dict, keys: list[str]) -> str:
                      else f"{k}={shape[k]}" for k in keys)
 
 
-def check_resumable(trainer, checkpoint: Path, max_steps: int) -> bool:
+def _at_last_step(checkpoint: Path, max_steps: int) -> bool:
+    """A checkpoint at the run's last step, as a trial killed after its last eval leaves it."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return state["global_step"] >= (max_steps if max_steps > 0 else state.get("max_steps", 0)) > 0
+
+
+def check_resumable(trainer, checkpoint: Path, max_steps: int) -> None:
     """Refuse in one line a checkpoint this run cannot continue (through train(): torch's size
-    mismatch or the optimizer's ValueError, deep inside); True when it is at the run's last step,
-    as a trial killed after its last eval leaves it."""
+    mismatch or the optimizer's ValueError, deep inside)."""
     saved = checkpoint / "adapter_config.json"
     if saved.is_file():
         theirs = _adapter_shape(json.loads(saved.read_text()))
@@ -236,30 +265,10 @@ def check_resumable(trainer, checkpoint: Path, max_steps: int) -> bool:
         if differ:
             raise ConfigError("resume_from_checkpoint", str(checkpoint), f"its adapter was trained with "
                               f"{_said(theirs, differ)}; this run has {_said(ours, differ)}; allowed: the run's own values")
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    if 0 < max_steps < state["global_step"]:
-        raise ConfigError("resume_from_checkpoint", str(checkpoint), f"is at step {state['global_step']}, past "
+    step = _checkpoint_step(checkpoint)
+    if 0 < max_steps < step:
+        raise ConfigError("resume_from_checkpoint", str(checkpoint), f"is at step {step}, past "
                           f"train.max_steps={max_steps}; allowed: a checkpoint at or before it")
-    return state["global_step"] >= (max_steps if max_steps > 0 else state.get("max_steps", 0)) > 0
-
-
-def finish_from_checkpoint(trainer, checkpoint: str):
-    """End a run whose checkpoint is already at its last step: its adapter and state loaded, its last
-    eval run again (the same loss: the same weights and rows). Resumed through train(), transformers
-    5.24 trains one step past max_steps before it looks at it (its epoch loop checks only after a
-    step), so a retry of a trial killed after its last eval ended at step N+1 with another loss."""
-    from transformers import TrainerState
-    from transformers.trainer_utils import TrainOutput
-
-    trainer._load_from_checkpoint(checkpoint)
-    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-    # A run of no steps to the callbacks (the cost meter counts the steps from here: none).
-    trainer.control = trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
-    trainer.evaluate()
-    trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"),
-                       {"train_runtime": 0.0})
 
 
 def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, meter=None) -> dict:
@@ -297,10 +306,9 @@ def run_trial(s: TrialSettings, callbacks=(), extra_config: dict | None = None, 
     if resume:
         print(f"resuming from {resume}", flush=True)
     try:
-        if resume and check_resumable(trainer, s.resume_from_checkpoint, s.train.max_steps):
-            result = finish_from_checkpoint(trainer, resume)
-        else:
-            result = trainer.train(resume_from_checkpoint=resume)
+        if resume:
+            check_resumable(trainer, s.resume_from_checkpoint, s.train.max_steps)
+        result = trainer.train(resume_from_checkpoint=resume)
         metrics = {
             "eval_loss": _final_eval_loss(trainer), "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "runtime_s": round(time.monotonic() - start, 2),
