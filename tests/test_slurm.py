@@ -135,7 +135,10 @@ def test_asha_across_two_nodes_continues_from_the_shared_checkpoints(slurm_conf,
         subprocess.run(["scancel", f"--name=qlora-sweep-{name}"], env=env, timeout=60)  # after a failure
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     trials = load(POSTGRES, name).get_trials(deepcopy=False)
-    firsts = [t for t in trials if "continued_from" not in t.user_attrs]
+    # Two workers that ask for the last trial at the same moment: the later one hands its trial back.
+    handed_back = {t.number for t in trials if t.user_attrs.get("fail_reason", "").startswith("not needed: ")}
+    assert all(trials[n].state == TrialState.FAIL for n in handed_back) and len(handed_back) <= 2, handed_back
+    firsts = [t for t in trials if "continued_from" not in t.user_attrs and t.number not in handed_back]
     legs = [t for t in trials if "continued_from" in t.user_attrs and t.state == TrialState.COMPLETE]
     assert len(firsts) == 4 and all(t.user_attrs.get("paused_at") == 10 for t in firsts), \
         [(t.number, t.state, t.user_attrs) for t in trials]
