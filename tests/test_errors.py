@@ -83,6 +83,18 @@ def test_cli_exit_code_and_no_traceback(tmp_path):
     assert proc.stderr.strip() == "error: lora.dropout=1.5: allowed: 0 <= dropout < 1"
 
 
+@pytest.mark.parametrize("override", ["sweep.n_trials=5", "+sweep.n_trails=5", "search=qlora_free_alpha",
+                                      "search.lora_r.choices=[8]"])
+def test_one_trial_alone_refuses_a_sweep_key(override, short_trial, tmp_path, capsys):
+    """sweep.n_trials=5 given to python -m trainers was composed and ignored: it trained one trial."""
+    code, err = run_main(short_trial + [override, f"output_dir={tmp_path / 'run'}"], capsys)
+    key, _, value = override.partition("=")
+    assert (code, err) == (2, [f"error: {key.lstrip('+')}={value!r}: a sweep's key; python -m trainers runs one "
+                               "trial and reads no sweep.* or search.* key: drop it, or run the sweep "
+                               "(python -m sweeper)"])
+    assert not (tmp_path / "run").exists()
+
+
 def listing(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 

@@ -8,7 +8,7 @@ from trainers.settings import ConfigError
 def main(argv: list[str]) -> int:
     # No hub telemetry from trl/huggingface_hub, ever; HF_HUB_OFFLINE (if set) also stops downloads.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from trainers.config import answer_flags, compose_config
+    from trainers.config import answer_flags, compose_config, refuse_sweep_keys
     from trainers.offline import offline_if_hub_unreachable
     from trainers.settings import trial_settings
 
@@ -17,6 +17,7 @@ def main(argv: list[str]) -> int:
         return answered
     settings = None
     try:
+        refuse_sweep_keys(argv)
         settings = trial_settings(compose_config(argv))
         from trainers.preflight import check_not_finished
 
