@@ -125,6 +125,11 @@ def check_existing(storage, s: SweepSettings) -> str | None:
         raise ConfigError("sweep.study_name", s.study_name, f"exists with direction {names}; this sweep minimizes "
                           "eval loss: choose another sweep.study_name")
     stored = stored_fingerprint(storage, study_id)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    if stored is None and trials:  # made by Optuna itself or another tool: its trials are no LoRA trials
+        params = sorted({p for t in trials for p in t.params})
+        raise ConfigError("sweep.study_name", s.study_name, f"exists with {len(trials)} trial(s) that qlora-sweep did "
+                          f"not make (parameters: {', '.join(params[:5]) or 'none'}): choose another sweep.study_name")
     if stored is not None and stored != s.fingerprint:
         diff = _differences(stored, s.fingerprint)
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")

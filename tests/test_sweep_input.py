@@ -150,6 +150,20 @@ def test_existing_study_with_other_direction_is_left_alone(sweep_args, tmp_path,
     assert len(again.trials) == 1 and again.user_attrs == {}
 
 
+def test_a_study_another_tool_made_is_left_alone(sweep_args, tmp_path, capsys):
+    """An Optuna study of the same name made by other code: its trials were taken for LoRA trials,
+    its best crowned (with no adapter), and the sweep trained nothing when they were enough."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="t", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=3)
+    line = refused(sweep_args, capsys)
+    assert line == ("error: sweep.study_name='t': exists with 3 trial(s) that qlora-sweep did not make "
+                    "(parameters: x): choose another sweep.study_name")
+    again = optuna.load_study(study_name="t", storage=url)
+    assert len(again.trials) == 3 and again.user_attrs == {}
+    assert again._storage.get_study_system_attrs(again._study_id) == {}  # no fingerprint set on it
+
+
 def test_fingerprint_refuses_a_changed_space_or_fixed_config(sweep_args):
     s = sweep_settings(sweep_args)
     open_study(s, build_storage(s))
