@@ -97,21 +97,15 @@ def follow(s, study, job_id: str | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    import optuna
-
     from sweeper.settings import sweep_settings
-    from sweeper.study import build_storage, check_study_exists
+    from sweeper.study import load_sweep_study
     from trainers.settings import ConfigError
 
     try:
         s = sweep_settings(argv, check_values=False)
-        check_study_exists(s)
-        study = optuna.load_study(study_name=s.study_name, storage=build_storage(s))
+        study = load_sweep_study(s)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyError:
-        print(f"error: sweep.study_name={s.study_name!r}: no such study in {s.storage_shown}", file=sys.stderr)
         return 2
     jobs = study.user_attrs.get("slurm_jobs", [])
     print(f"following study {s.study_name!r} in {s.storage_shown}" + (f" (SLURM job {jobs[-1]})" if jobs else ""),

@@ -124,12 +124,8 @@ def check_existing(storage, s: SweepSettings) -> str | None:
         names = ", ".join(d.name.lower() for d in directions)
         raise ConfigError("sweep.study_name", s.study_name, f"exists with direction {names}; this sweep minimizes "
                           "eval loss: choose another sweep.study_name")
+    check_made_here(storage, study_id, s)
     stored = stored_fingerprint(storage, study_id)
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    if stored is None and trials:  # made by Optuna itself or another tool: its trials are no LoRA trials
-        params = sorted({p for t in trials for p in t.params})
-        raise ConfigError("sweep.study_name", s.study_name, f"exists with {len(trials)} trial(s) that qlora-sweep did "
-                          f"not make (parameters: {', '.join(params[:5]) or 'none'}): choose another sweep.study_name")
     if stored is not None and stored != s.fingerprint:
         diff = _differences(stored, s.fingerprint)
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
@@ -162,6 +158,31 @@ def data_changed(s: SweepSettings, stored: str, current: str) -> ConfigError:
     return ConfigError("data.name_or_path", s.trial.data.name_or_path, f"has changed since study {s.study_name!r} "
                        f"began (sha256 {stored[:12]} → {current[:12]}), so its trials trained on other rows: restore "
                        "the data or choose another sweep.study_name")
+
+
+def check_made_here(storage, study_id: int, s: SweepSettings) -> None:
+    """A study of this name that Optuna itself or another tool made (no fingerprint, and trials):
+    its trials were taken for LoRA trials, its best crowned without an adapter."""
+    if stored_fingerprint(storage, study_id) is not None:
+        return
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    if trials:
+        params = sorted({p for t in trials for p in t.params})
+        raise ConfigError("sweep.study_name", s.study_name, f"exists with {len(trials)} trial(s) that qlora-sweep did "
+                          f"not make (parameters: {', '.join(params[:5]) or 'none'}): choose another sweep.study_name")
+
+
+def load_sweep_study(s: SweepSettings) -> optuna.Study:
+    """The study the overrides name, for the commands that only read it (make report, follow)."""
+    check_study_exists(s)
+    storage = build_storage(s)
+    try:
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+    except KeyError:
+        raise ConfigError("sweep.study_name", s.study_name, f"no such study in {s.storage_shown}: run make sweep "
+                          "with the same ARGS first") from None
+    check_made_here(storage, study._study_id, s)
+    return study
 
 
 def stored_fingerprint(storage, study_id: int) -> dict | None:

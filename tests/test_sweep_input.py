@@ -156,9 +156,18 @@ def test_a_study_another_tool_made_is_left_alone(sweep_args, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="t", storage=url)
     study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=3)
-    line = refused(sweep_args, capsys)
-    assert line == ("error: sweep.study_name='t': exists with 3 trial(s) that qlora-sweep did not make "
-                    "(parameters: x): choose another sweep.study_name")
+    from sweeper.follow import main as follow_main
+    from sweeper.results.__main__ import main as report_main
+
+    for command in (main, report_main, follow_main):
+        code = command(sweep_args)
+        assert (code, capsys.readouterr().err) == (2, (
+            "error: sweep.study_name='t': exists with 3 trial(s) that qlora-sweep did not make "
+            "(parameters: x): choose another sweep.study_name\n")), command.__module__
+    for command in (report_main, follow_main):  # a study name the file does not hold
+        code = command([a for a in sweep_args if a != "sweep.study_name=t"] + ["sweep.study_name=u"])
+        assert (code, capsys.readouterr().err) == (2, (
+            f"error: sweep.study_name='u': no such study in {url}: run make sweep with the same ARGS first\n"))
     again = optuna.load_study(study_name="t", storage=url)
     assert len(again.trials) == 3 and again.user_attrs == {}
     assert again._storage.get_study_system_attrs(again._study_id) == {}  # no fingerprint set on it

@@ -5,20 +5,16 @@ import sys
 
 def main(argv: list[str]) -> int:
     """`make report`: the report of the study the same overrides name, as it stands."""
-    import optuna
-
     from sweeper.results.report import final_report
     from sweeper.settings import sweep_settings
-    from sweeper.study import build_storage, check_study_exists
+    from sweeper.study import load_sweep_study
     from trainers.settings import ConfigError
 
     try:
         s = sweep_settings(argv, check_values=False)
-        check_study_exists(s)
-        study = optuna.load_study(study_name=s.study_name, storage=build_storage(s))  # a bad file: one line
-    except (ConfigError, KeyError) as e:
-        print(f"error: {e if isinstance(e, ConfigError) else f'no study {s.study_name!r} in {s.storage_shown}'}",
-              file=sys.stderr)
+        study = load_sweep_study(s)  # a bad file: one line
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(final_report(study, s))
     return 0
