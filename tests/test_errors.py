@@ -282,6 +282,34 @@ def test_target_module_error_lists_the_model_layers(short_trial, capsys):
                    "(here: q_proj, k_proj, v_proj, o_proj) or all-linear"]
 
 
+@pytest.mark.parametrize("target,says", [
+    ("mlp", "matches LlamaMLP layers (model.layers.0.mlp), which LoRA cannot adapt (it adapts linear, embedding "
+            "and convolution layers): name the linear layers inside it (down_proj, gate_proj, up_proj)"),
+    ("norm", "matches LlamaRMSNorm layers (model.norm), which LoRA cannot adapt (it adapts linear, embedding and "
+             "convolution layers): name linear layers (down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
+             "up_proj, v_proj)")])
+def test_a_target_module_lora_cannot_wrap_is_refused_before_loading(target, says, short_trial, tmp_path, capsys):
+    """A name that matches a norm or a whole block passed the check and failed every trial with
+    PEFT's 'Target module LlamaMLP(...) is not supported' after the model had loaded."""
+    code, err = run_main(short_trial + [f"lora.target_modules=[q_proj,{target}]"], capsys)
+    assert (code, err) == (2, [f"error: lora.target_modules={target!r}: {says}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_embedding_target_is_counted_as_peft_trains_it(tiny_model):
+    """An embedding is a layer LoRA adapts: the line said it trains 0 parameters."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainers.targets import adapted_layers, describe, lora_parameters
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    said = lora_parameters(adapted_layers(["embed_tokens", "q_proj"], model), 8)
+    assert describe(["embed_tokens", "q_proj"], model, [8]).endswith(f"r=8: {said / 1e3:.1f}K trainable")
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules=["embed_tokens", "q_proj"]))
+    assert said == peft_model.get_nb_trainable_parameters()[0]
+
+
 @pytest.mark.parametrize("override,says", [
     ("train.max_steps=ten", "train.max_steps='ten': must be a whole number"),
     ("train.eval_steps=2.5", "train.eval_steps=2.5: must be a whole number > 0"),

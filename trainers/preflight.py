@@ -172,7 +172,7 @@ def check_target_modules(options: list, meta) -> list[str]:
     catches a layer outside it."""
     from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers, matches
 
-    names = [n for n, _ in meta.named_modules() if n]
+    modules = {n: m for n, m in meta.named_modules() if n}
     linear = leaf_names(linear_layers(meta))
     notes = []
     for targets in options:
@@ -180,12 +180,29 @@ def check_target_modules(options: list, meta) -> list[str]:
             attention_targets(meta)  # refuses a model without attention layers
             continue
         for target in targets:
-            if not any(matches(target, n) for n in names):
+            matched = [n for n in modules if matches(target, n)]
+            if not matched:
                 raise ConfigError("lora.target_modules", target, f"matches no module of this model; its linear layers "
                                   f"are: {', '.join(linear)}; or use attention (here: "
                                   f"{', '.join(_attention_leaves(meta))}) or all-linear")
+            _check_adaptable(target, {n: modules[n] for n in matched}, linear)
         notes += _partial(targets, meta)
     return notes
+
+
+def _check_adaptable(target: str, matched: dict, linear: list[str]) -> None:
+    """PEFT wraps every module a name matches, and fails on one it cannot (a norm, a whole block)."""
+    from trainers.targets import adaptable, leaf_names, linear_layers
+
+    other = {n: m for n, m in matched.items() if not adaptable(m)}
+    if not other:
+        return
+    name, module = next(iter(other.items()))
+    inside = leaf_names(n for m in other.values() for n in linear_layers(m))
+    hint = f"name the linear layers inside it ({', '.join(inside)})" if inside else \
+        f"name linear layers ({', '.join(linear)})"
+    raise ConfigError("lora.target_modules", target, f"matches {type(module).__name__} layers ({name}), which LoRA "
+                      f"cannot adapt (it adapts linear, embedding and convolution layers): {hint}")
 
 
 def _attention_leaves(meta) -> list[str]:

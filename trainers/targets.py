@@ -15,6 +15,15 @@ def is_linear(module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
+def adaptable(module) -> bool:
+    """What a LoRA layer can wrap (peft.tuners.lora.model's dispatchers): linear layers, embeddings
+    and convolutions. A norm, a whole MLP or attention block is PEFT's ValueError inside a trial."""
+    import torch
+
+    return is_linear(module) or isinstance(module, (torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d,
+                                                    torch.nn.Conv3d))
+
+
 def linear_layers(model) -> dict[str, object]:
     return {name: m for name, m in model.named_modules() if name and is_linear(m)}
 
@@ -77,13 +86,22 @@ def adapted_layers(spec, model) -> dict[str, object]:
         head = output_head(model)
         return {n: m for n, m in linear.items() if n != head}
     targets = resolve(spec, model)
-    return {n: m for n, m in linear.items() if any(matches(t, n) for t in targets)}
+    return {n: m for n, m in model.named_modules() if n and adaptable(m) and any(matches(t, n) for t in targets)}
 
 
 def shape(module) -> tuple[int, int]:
-    """(in, out) features; Conv1D stores its weight transposed."""
+    """(in, out) of LoRA's A and B: Conv1D stores its weight transposed; an embedding's A spans its
+    vocabulary; a convolution's A sees in_channels x its kernel."""
+    import math
+
+    import torch
+
     if type(module).__name__ == "Conv1D":
         return module.weight.shape[0], module.weight.shape[1]
+    if isinstance(module, torch.nn.Embedding):
+        return module.num_embeddings, module.embedding_dim
+    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        return module.in_channels * math.prod(module.kernel_size), module.out_channels
     return module.in_features, module.out_features
 
 
