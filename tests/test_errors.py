@@ -278,7 +278,7 @@ def test_trainer_names_and_target_modules_before_loading(override, key, short_tr
 def test_target_module_error_lists_the_model_layers(short_trial, capsys):
     _, err = run_main(short_trial + ["lora.target_modules=[q_proj,vproj]"], capsys)
     assert err == ["error: lora.target_modules='vproj': matches no module of this model; its linear layers are: "
-                   "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj; or use attention "
+                   "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj; or use attention "
                    "(here: q_proj, k_proj, v_proj, o_proj) or all-linear"]
 
 
@@ -286,11 +286,15 @@ def test_target_module_error_lists_the_model_layers(short_trial, capsys):
     ("mlp", "matches LlamaMLP layers (model.layers.0.mlp), which LoRA cannot adapt (it adapts linear, embedding "
             "and convolution layers): name the linear layers inside it (down_proj, gate_proj, up_proj)"),
     ("norm", "matches LlamaRMSNorm layers (model.norm), which LoRA cannot adapt (it adapts linear, embedding and "
-             "convolution layers): name linear layers (down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
-             "up_proj, v_proj)")])
+             "convolution layers): name linear layers (down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, "
+             "v_proj)"),
+    ("lm_head", "matches the output head (lm_head), which TRL's SFTTrainer does not adapt (its loss reads the "
+                "head's weight directly, so the adapter would never train): leave it out; its other linear layers "
+                "are: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")])
 def test_a_target_module_lora_cannot_wrap_is_refused_before_loading(target, says, short_trial, tmp_path, capsys):
     """A name that matches a norm or a whole block passed the check and failed every trial with
-    PEFT's 'Target module LlamaMLP(...) is not supported' after the model had loaded."""
+    PEFT's 'Target module LlamaMLP(...) is not supported' after the model had loaded; the output
+    head, with TRL's 'Applying a PEFT adapter to `lm_head` is not supported'."""
     code, err = run_main(short_trial + [f"lora.target_modules=[q_proj,{target}]"], capsys)
     assert (code, err) == (2, [f"error: lora.target_modules={target!r}: {says}"])
     assert not (tmp_path / "run").exists()

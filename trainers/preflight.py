@@ -170,10 +170,11 @@ def check_target_modules(options: list, meta) -> list[str]:
     (PEFT itself refuses only a list that matches nothing, and silently skips a mistyped name);
     `attention` must find attention layers. Notes for a list that covers part of attention, or
     catches a layer outside it."""
-    from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers, matches
+    from trainers.targets import ROLES, attention_targets, leaf_names, linear_layers, matches, output_head
 
     modules = {n: m for n, m in meta.named_modules() if n}
-    linear = leaf_names(linear_layers(meta))
+    head = output_head(meta)
+    linear = leaf_names(n for n in linear_layers(meta) if n != head)
     notes = []
     for targets in options:
         if targets in ROLES:
@@ -186,6 +187,11 @@ def check_target_modules(options: list, meta) -> list[str]:
                                   f"are: {', '.join(linear)}; or use attention (here: "
                                   f"{', '.join(_attention_leaves(meta))}) or all-linear")
             _check_adaptable(target, {n: modules[n] for n in matched}, linear)
+            if head in matched:  # TRL's SFTTrainer raises ValueError on it, after the model has loaded
+                raise ConfigError("lora.target_modules", target, f"matches the output head ({head}), which TRL's "
+                                  "SFTTrainer does not adapt (its loss reads the head's weight directly, so the "
+                                  f"adapter would never train): leave it out; its other linear layers are: "
+                                  f"{', '.join(linear)}")
         notes += _partial(targets, meta)
     return notes
 
