@@ -126,8 +126,8 @@ def check_existing(storage, s: SweepSettings) -> str | None:
                           "eval loss: choose another sweep.study_name")
     check_made_here(storage, study_id, s)
     stored = stored_fingerprint(storage, study_id)
-    if stored is not None and stored != s.fingerprint:
-        diff = _differences(stored, s.fingerprint)
+    # A key added to the config since the study began, still at its default null, is no difference.
+    if stored is not None and (diff := _differences(stored, s.fingerprint)):
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
         raise ConfigError("sweep.study_name", s.study_name, f"exists with a different search space or fixed "
                           f"config: {shown}. Restore them or choose another sweep.study_name")

@@ -338,6 +338,85 @@ def test_trainer_names_read_from_source_are_transformers_own():
     assert enum_names(*ENUMS["train.lr_scheduler_type"]) == tuple(n.value for n in SchedulerType)
 
 
+def test_what_optimizers_and_schedulers_need_is_what_transformers_asks():
+    """The preflight's tables, held to transformers: an optimizer it refuses for a missing package
+    is one the Trainer cannot build here, and the others build; a scheduler it refuses without
+    arguments fails in get_scheduler without them and builds with the one it names."""
+    import dataclasses
+    import warnings
+
+    import torch
+    from transformers import Trainer, TrainingArguments
+    from transformers.optimization import get_scheduler
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from trainers.preflight import SCHEDULER_NEEDS, check_trainer_names
+    from trainers.settings import ConfigError, trial_settings
+    from trainers.config import compose_config
+
+    train = trial_settings(compose_config([])).train
+    layer = torch.nn.Linear(2, 2)
+
+    def refused(**changes) -> bool:
+        try:
+            check_trainer_names(dataclasses.replace(train, **changes))
+            return False
+        except ConfigError:
+            return True
+
+    for name in (n.value for n in OptimizerNames):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                Trainer.get_optimizer_cls_and_kwargs(TrainingArguments(output_dir="unused", optim=name), layer)
+                builds = True
+            except (ImportError, ValueError) as e:  # "install ...", "failed to import ..."
+                assert "install" in str(e).lower() or "import" in str(e).lower(), (name, e)
+                builds = False
+        assert refused(optim=name) != builds, name
+    for name in (n.value for n in SchedulerType):
+        def build(kwargs):
+            get_scheduler(name, torch.optim.SGD(layer.parameters(), lr=0.1), num_warmup_steps=1,
+                          num_training_steps=10, scheduler_specific_kwargs=kwargs)
+        if name in SCHEDULER_NEEDS:
+            with pytest.raises((ValueError, TypeError)):
+                build({})
+            build({SCHEDULER_NEEDS[name][-1]: 0.1 if "rate" in SCHEDULER_NEEDS[name][-1] else 5})
+        else:
+            build({})
+        assert refused(lr_scheduler_type=name) == (name in SCHEDULER_NEEDS), name
+        assert not refused(lr_scheduler_type=name, lr_scheduler_kwargs={n: 1 for n in SCHEDULER_NEEDS.get(name, ())})
+
+
+@pytest.mark.parametrize("overrides,says", [
+    (["train.lr_scheduler_type=cosine_with_min_lr"], "train.lr_scheduler_type='cosine_with_min_lr': needs min_lr or "
+     "min_lr_rate in train.lr_scheduler_kwargs, e.g. train.lr_scheduler_kwargs='{min_lr_rate: 0.1}'"),
+    (["train.lr_scheduler_type=warmup_stable_decay"], "train.lr_scheduler_type='warmup_stable_decay': needs "
+     "num_decay_steps in train.lr_scheduler_kwargs, e.g. train.lr_scheduler_kwargs='{num_decay_steps: 10}'"),
+    (["train.optim=schedule_free_adamw"], "train.optim='schedule_free_adamw': needs the schedulefree package, which "
+     "is not installed: install it, or choose adamw_torch, adafactor, sgd or one of bitsandbytes' (adamw_8bit, "
+     "paged_adamw_8bit, lion_8bit...)"),
+    (["train.lr_scheduler_kwargs=[1]"], "train.lr_scheduler_kwargs=[1]: a mapping of the scheduler's arguments to "
+     "numbers or names, e.g. {min_lr_rate: 0.1}, or null")])
+def test_a_scheduler_or_optimizer_missing_what_it_needs_is_one_line(overrides, says, short_trial, tmp_path, capsys):
+    """Each was transformers' ValueError, TypeError or ImportError inside every trial."""
+    code, err = run_main(short_trial + overrides, capsys)
+    assert (code, err) == (2, [f"error: {says}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_scheduler_arguments_reach_the_trainer(short_trial):
+    from trainers.config import compose_config
+    from trainers.settings import trial_settings
+    from trainers.sft import sft_config
+
+    s = trial_settings(compose_config(short_trial + ["train.lr_scheduler_type=warmup_stable_decay",
+                                                     "train.lr_scheduler_kwargs={num_decay_steps: 5}"]))
+    args = sft_config(s, "none")
+    assert (args.lr_scheduler_type, args.lr_scheduler_kwargs) == ("warmup_stable_decay", {"num_decay_steps": 5})
+
+
 
 @pytest.mark.parametrize("name, says", [("notes.md", "is a '.md' file"), ("rows", "is a file without an extension")])
 def test_a_file_of_no_dataset_format_is_named_as_such(short_trial, tmp_path, capsys, name, says):

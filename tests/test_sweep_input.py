@@ -189,6 +189,23 @@ def test_fingerprint_refuses_a_changed_space_or_fixed_config(sweep_args):
         assert named in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_study_from_before_a_config_key_existed_goes_on(sweep_args):
+    """A key added since the study began (train.lr_scheduler_kwargs), at its default null, is no
+    difference: the study was refused with an empty list of differences. Set, it is one."""
+    from sweeper.study import FINGERPRINT
+
+    s = sweep_settings(sweep_args)
+    storage = build_storage(s)
+    study = open_study(s, storage)
+    older = {k: v for k, v in s.fingerprint.items() if k != "train.lr_scheduler_kwargs"}
+    assert len(older) == len(s.fingerprint) - 1
+    storage.set_study_system_attr(study._study_id, FINGERPRINT, older)
+    check_existing(storage, s)
+    changed = sweep_settings(sweep_args + ["train.lr_scheduler_kwargs={power: 2}"])
+    with pytest.raises(ConfigError, match=r"train.lr_scheduler_kwargs.power \(null → 2\)"):
+        check_existing(storage, changed)
+
+
 def test_fingerprint_refusal_through_the_command(sweep_args, capsys):
     s = sweep_settings(sweep_args)
     open_study(s, build_storage(s))

@@ -81,12 +81,44 @@ def enum_names(module: str, enum: str) -> tuple[str, ...]:
                  and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
 
 
+# Schedulers that fail without arguments (transformers.optimization.get_scheduler's ValueError or
+# TypeError, inside the first trial): each needs one of these. tests/test_errors.py holds the table
+# to transformers.
+SCHEDULER_NEEDS = {"cosine_with_min_lr": ("min_lr", "min_lr_rate"),
+                   "cosine_warmup_with_min_lr": ("min_lr", "min_lr_rate"),
+                   "warmup_stable_decay": ("num_decay_steps",)}
+
+# Optimizers transformers takes from a package this project does not install (the Trainer's
+# ImportError inside the first trial), by name prefix: the package's module, and its pip name.
+# Looked up with importlib.util.find_spec, so nothing is imported. Held to transformers by the same test.
+OPTIMIZER_PACKAGES = {"galore_": ("galore_torch", "galore-torch"), "apollo_": ("apollo_torch", "apollo-torch"),
+                      "lomo": ("lomo_optim", "lomo-optim"), "adalomo": ("lomo_optim", "lomo-optim"),
+                      "schedule_free_": ("schedulefree", "schedulefree"), "grokadamw": ("grokadamw", "grokadamw"),
+                      "stable_adamw": ("optimi", "torch-optimi"), "adamw_torch_4bit": ("torchao", "torchao"),
+                      "adamw_torch_8bit": ("torchao", "torchao"), "adamw_anyprecision": ("torchdistx", "torchdistx"),
+                      "adamw_torch_xla": ("torch_xla", "torch-xla"), "adamw_torch_npu_fused": ("torch_npu", "torch-npu")}
+
+
 def check_trainer_names(train: TrainSettings) -> None:
-    """transformers' own names, asked now rather than inside the first trial."""
+    """transformers' own names, asked now rather than inside the first trial, and what the chosen
+    optimizer and scheduler need."""
+    import importlib.util
+
     for key, value in (("train.optim", train.optim), ("train.lr_scheduler_type", train.lr_scheduler_type)):
         names = enum_names(*ENUMS[key])
         if value not in names:
             raise ConfigError(key, value, f"allowed: {', '.join(names)}")
+    package = next((p for prefix, p in OPTIMIZER_PACKAGES.items() if train.optim.startswith(prefix)), None)
+    if package is not None and importlib.util.find_spec(package[0]) is None:
+        raise ConfigError("train.optim", train.optim, f"needs the {package[1]} package, which is not installed: "
+                          "install it, or choose adamw_torch, adafactor, sgd or one of bitsandbytes' (adamw_8bit, "
+                          "paged_adamw_8bit, lion_8bit...)")
+    needs = SCHEDULER_NEEDS.get(train.lr_scheduler_type, ())
+    given = train.lr_scheduler_kwargs or {}
+    if needs and not any(k in given for k in needs):
+        example = "{" + needs[-1] + ": " + ("0.1" if "rate" in needs[-1] else "10") + "}"
+        raise ConfigError("train.lr_scheduler_type", train.lr_scheduler_type, f"needs {' or '.join(needs)} in "
+                          f"train.lr_scheduler_kwargs, e.g. train.lr_scheduler_kwargs='{example}'")
 
 
 def meta_model(model: ModelSettings):

@@ -59,6 +59,7 @@ class TrainSettings:
     effective_batch_size: int | None  # rows per optimizer step; null: per-device batch x accumulation
     learning_rate: float
     lr_scheduler_type: str
+    lr_scheduler_kwargs: dict | None  # what some schedulers need: min_lr_rate, num_decay_steps...
     warmup_steps: int
     weight_decay: float
     max_grad_norm: float
@@ -209,6 +210,10 @@ def _train(cfg: DictConfig) -> TrainSettings:
         v["pad_to_multiple_of"] = _number(v, "train", "pad_to_multiple_of", int, 0)
     if v["save_total_limit"] is not None:
         v["save_total_limit"] = _number(v, "train", "save_total_limit", int, 0)
+    kwargs = v["lr_scheduler_kwargs"]
+    _check(kwargs is None or isinstance(kwargs, dict) and all(
+        isinstance(x, (int, float, str, bool)) for x in kwargs.values()), "train.lr_scheduler_kwargs", kwargs,
+        "a mapping of the scheduler's arguments to numbers or names, e.g. {min_lr_rate: 0.1}, or null")
     return TrainSettings(**v)
 
 
