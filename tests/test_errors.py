@@ -406,6 +406,12 @@ def test_a_scheduler_or_optimizer_missing_what_it_needs_is_one_line(overrides, s
     assert not (tmp_path / "run").exists()
 
 
+def test_a_preset_value_left_to_the_user_must_be_set(capsys):
+    """data=text without data.name_or_path read the preset's '???' as a hub dataset's name."""
+    assert run_main(["data=text"], capsys) == (2, ["error: data.name_or_path='???': must be set: the chosen data "
+                                                   "preset leaves it to you (add data.name_or_path=...)"])
+
+
 def test_scheduler_arguments_reach_the_trainer(short_trial):
     from trainers.config import compose_config
     from trainers.settings import trial_settings

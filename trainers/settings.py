@@ -128,6 +128,10 @@ def _section(cfg: DictConfig, name: str, cls):
     missing = sorted(set(fields) - set(values))
     if missing:
         raise ConfigError(f"{name}.{missing[0]}", None, "required key is missing")
+    unset = [k for k, v in values.items() if v == "???"]  # OmegaConf's mandatory value, left unset
+    if unset:  # it was read as the name '???' (a hub dataset that could not be reached)
+        raise ConfigError(f"{name}.{unset[0]}", "???", f"must be set: the chosen {name} preset leaves it to you "
+                          f"(add {name}.{unset[0]}=...)")
     return values
 
 
