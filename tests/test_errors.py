@@ -406,6 +406,13 @@ def test_a_scheduler_or_optimizer_missing_what_it_needs_is_one_line(overrides, s
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_name_for_a_data_file_is_refused(short_trial, synthetic_data, capsys):
+    """data.config_name names a hub dataset's subset: given with a local file it was ignored."""
+    assert run_main(short_trial + ["data.config_name=de"], capsys) == (2, [
+        f"error: data.config_name='de': names a subset of a hub dataset or dataset folder; {synthetic_data} is a "
+        "data file, which has none: set null"])
+
+
 def test_a_preset_value_left_to_the_user_must_be_set(capsys):
     """data=text without data.name_or_path read the preset's '???' as a hub dataset's name."""
     assert run_main(["data=text"], capsys) == (2, ["error: data.name_or_path='???': must be set: the chosen data "

@@ -137,6 +137,13 @@ class SourceWatch:
         return current if current not in (None, self.digest) else None
 
 
+def _no_config_name(data: DataSettings, what: str) -> None:
+    """A configuration names one of a hub dataset's subsets; here it was ignored without a word."""
+    if data.config_name is not None:
+        raise ConfigError("data.config_name", data.config_name, f"names a subset of a hub dataset or dataset folder; "
+                          f"{data.name_or_path} is {what}, which has none: set null")
+
+
 def _load(data: DataSettings, cache_dir: Path):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
@@ -145,9 +152,11 @@ def _load(data: DataSettings, cache_dir: Path):
     if path.suffix in FILE_BUILDERS:
         if not path.is_file():
             raise ConfigError(key, data.name_or_path, "file not found")
+        _no_config_name(data, "a data file")
         return _load_file(path, data, cache_dir)
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            _no_config_name(data, "a folder written by save_to_disk")
             ds = load_from_disk(str(path))  # a folder written by save_to_disk
             return ds if isinstance(ds, DatasetDict) else DatasetDict({"train": ds})
         try:
