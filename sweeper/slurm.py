@@ -162,7 +162,13 @@ def submit(s) -> str:
     proc = subprocess.run(["sbatch", "--parsable", "--export=ALL", str(script)], capture_output=True, text=True,
                           env={**os.environ, STORAGE_ENV: s.storage}, timeout=120)
     if proc.returncode != 0:
-        raise ConfigError("sweep.slurm", script.name, f"sbatch refused it: {first_line(proc.stderr or proc.stdout)}")
+        why = first_line(proc.stderr or proc.stdout)
+        c = s.slurm
+        asked = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k in ("workers", "gpus_per_worker",
+                          "cpus_per_worker", "mem", "partition", "account", "extra") if (v := getattr(c, k)))
+        # The file's name told nothing; what the job asks for is what to change.
+        raise ConfigError("sweep.slurm", asked, f"sbatch refused the job ({why.removeprefix('sbatch: ')}); change "
+                          f"these and rerun: the study and its trials so far are kept (the job's script: {script})")
     return proc.stdout.strip().split(";")[0]
 
 

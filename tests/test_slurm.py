@@ -230,6 +230,29 @@ def test_what_sbatch_certainly_refuses_is_said_before_the_study_exists(slurm_con
     assert name not in optuna.get_all_study_names(POSTGRES) and not squeue(slurm_conf)
 
 
+def test_a_job_sbatch_refuses_names_what_it_asks(slurm_conf, short_trial, tmp_path, capsys):
+    """More GPUs per task than any node has passes sbatch --test-only's certain refusals and is
+    refused at submission: the line named the script's file; it names what to change."""
+    from sweeper.__main__ import main
+
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    os.environ["SLURM_CONF"] = slurm_conf
+    try:
+        code = main(short_trial + ["tracking.mode=disabled", f"sweep.dir={tmp_path / 'sweep'}", f"sweep.storage={POSTGRES}",
+                                   f"sweep.study_name={name}", "sweep.launcher=slurm", "sweep.slurm.gpus_per_worker=4",
+                                   "sweep.recheck_seeds=0"])
+    finally:
+        del os.environ["SLURM_CONF"]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    (script,) = (tmp_path / "sweep" / "slurm").glob("*.sbatch")
+    assert code == 2 and err == [
+        "error: sweep.slurm='workers=2, gpus_per_worker=4': sbatch refused the job (error: Batch job submission failed: "
+        "Requested node configuration is not available); change these and rerun: the study and its trials so far are "
+        f"kept (the job's script: {script})"], err
+    assert not squeue(slurm_conf)
+    optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
 @pytest.mark.parametrize("reason,never", [("PartitionConfig", True), ("QOSMaxCpuPerJobLimit", True),
                                           ("PartitionDown", False), ("AssocGrpCpuLimit", False), ("Resources", False)])
 def test_only_reasons_that_never_clear_are_called_final(reason, never):
