@@ -124,3 +124,17 @@ def test_the_search_plots_leave_the_rechecks_runs_out(study):
 
 def test_a_study_with_enough_trials_leaves_nothing_out(study):
     assert left_out(study) == []
+
+
+def test_a_trial_that_trained_no_token_has_no_rate():
+    """Resumed at its last step, a trial evaluates and trains nothing: its rate read 0 tok/s."""
+    from sweeper.results.report import leaderboard
+
+    study = rank_driven_study(2, seed=0, dropout_effect=0.0, user_attrs=True, complete=2)
+    trials = study.get_trials(deepcopy=True)
+    trials[0].user_attrs.update(train_tokens=0, tokens_per_s=0.0)
+    trials[1].user_attrs.update(train_tokens=20_000, tokens_per_s=1234.0)
+    rows = {line.split()[0]: line for line in leaderboard(trials, sweep_settings([], check_values=False)).splitlines()}
+    header = rows["trial"]
+    column = slice(header.index("tok/s") - 2, header.index("tok/s") + 5)
+    assert (rows["0"][column].strip(), rows["1"][column].strip()) == ("-", "1234")

@@ -31,7 +31,9 @@ def leaderboard(trials: list[FrozenTrial], s: SweepSettings) -> str:
         loss = eval_loss(t)
         seconds = t.user_attrs.get("wall_s", t.duration.total_seconds() if t.duration else 0)
         a = t.user_attrs
-        cost = (f"{a.get('train_s', 0):>5.0f}s  {a.get('tokens_per_s', 0):>7.0f}  {a.get('peak_memory_gib', 0):>8.2f}")
+        # A trial that trained no token (resumed at its last step, failed before its first) has no rate, not 0.
+        rate = f"{'-':>7}" if a.get("train_tokens") == 0 or "tokens_per_s" not in a else f"{a['tokens_per_s']:>7.0f}"
+        cost = f"{a.get('train_s', 0):>5.0f}s  {rate}  {a.get('peak_memory_gib', 0):>8.2f}"
         why = f"  — {t.user_attrs['fail_reason'][:120]}" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
         if is_recheck(t):
             why = f"  (re-check of trial {t.user_attrs[RECHECK_OF]}, seed {t.user_attrs[SEED]}){why}"
