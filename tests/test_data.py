@@ -186,3 +186,25 @@ def test_a_source_watch_rehashes_only_when_the_files_move(tmp_path):
     path.write_text('{"text": "b"}\n')
     assert watch.changed() == source_digest(data) != watch.digest
     assert SourceWatch(settings("org/hub-dataset"), None).changed() is None
+
+
+def test_a_max_length_that_cuts_some_completions_away_is_said(tiny_model):
+    """Rows whose prompt fills train.max_length keep no completion token and train nothing: all of
+    them is refused (TRL's num_samples=0), some of them is said with how many."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from trainers.data import check_completions_fit
+    from trainers.settings import ConfigError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"prompt": "Price is $", "completion": "12"}] * 6 + [{"prompt": "a long description " * 40,
+                                                                   "completion": "99"}] * 2
+    train = Dataset.from_list(rows)
+    longest = len(tokenizer(rows[-1]["prompt"])["input_ids"])
+    assert check_completions_fit(train, tokenizer, longest + 1, "prompt_completion") is None
+    note = check_completions_fit(train, tokenizer, 64, "prompt_completion")
+    assert note == (f"note: train.max_length=64 truncates the completion away in 2 of the first 8 rows (their prompts "
+                    f"are 64+ tokens), which then train nothing; the longest prompt there is {longest} tokens")
+    with pytest.raises(ConfigError, match="truncates every completion away"):
+        check_completions_fit(train.select(range(6, 8)), tokenizer, 64, "prompt_completion")

@@ -459,11 +459,12 @@ def split_at_template(ds, data: DataSettings):
     return ds.map(split_row, remove_columns=["text"])
 
 
-def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> None:
+def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> str | None:
     """Refuse a max_length that truncates every completion away: TRL would otherwise die
-    with 'num_samples should be a positive integer value, but got num_samples=0'."""
+    with 'num_samples should be a positive integer value, but got num_samples=0'. A note when it
+    truncates some away: those rows train nothing, and the trials learn from fewer than it seems."""
     if fmt != "prompt_completion":
-        return
+        return None
     sample = train.select(range(min(len(train), 256)))
     prompts = list(sample["prompt"])
     if chat_turns(train, "prompt"):  # as TRL renders them: the template, with its generation prompt
@@ -472,3 +473,9 @@ def check_completions_fit(train, tokenizer, max_length: int, fmt: str) -> None:
     if min(prompt_lengths) >= max_length:
         raise ConfigError("train.max_length", max_length, f"truncates every completion away (the shortest prompt "
                           f"is {min(prompt_lengths)} tokens); allowed: more than {min(prompt_lengths)}")
+    cut = sum(n >= max_length for n in prompt_lengths)
+    if cut:
+        return (f"note: train.max_length={max_length} truncates the completion away in {cut} of the first "
+                f"{len(prompt_lengths)} rows (their prompts are {max_length}+ tokens), which then train nothing; "
+                f"the longest prompt there is {max(prompt_lengths)} tokens")
+    return None

@@ -201,7 +201,9 @@ def prepare_inputs(s: TrialSettings, check_modules: bool = True):
         raise ConfigError("data.format", shown, f"needs a chat template, and the tokenizer of {s.model.name_or_path} "
                           "has none (base models often lack one): use text prompt/completion or text rows, or a chat "
                           "model")
-    check_completions_fit(train, tokenizer, s.train.max_length, fmt)
+    note = check_completions_fit(train, tokenizer, s.train.max_length, fmt)
+    if note:
+        print(note, flush=True)
     return tokenizer, train, evals
 
 
