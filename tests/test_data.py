@@ -208,3 +208,17 @@ def test_a_max_length_that_cuts_some_completions_away_is_said(tiny_model):
                     f"are 64+ tokens), which then train nothing; the longest prompt there is {longest} tokens")
     with pytest.raises(ConfigError, match="truncates every completion away"):
         check_completions_fit(train.select(range(6, 8)), tokenizer, 64, "prompt_completion")
+
+
+def test_eval_rows_that_are_also_train_rows_are_said(tmp_path, capsys):
+    """A validation split copied from train: the eval loss rewards memorising, and the sweep would
+    crown the trial that overfits. A few repeated rows, as real data has, are not worth a line."""
+    path = write(tmp_path / "saved_folder", PC)  # its test split: train's first 10 rows
+    load_splits(settings(path, eval_split="test"), tmp_path / "cache")
+    assert capsys.readouterr().out.splitlines() == [
+        "note: 8 of the 8 eval rows are also train rows (data.eval_split='test'): the eval loss rewards memorising "
+        "them, so the sweep would rank trials that overfit first; drop the copies from the data"]
+    load_splits(settings(write(tmp_path / "once.jsonl", PC + PC[:2]), eval_size=21), tmp_path / "cache")
+    assert capsys.readouterr().out == ""  # 2 repeated rows: at most 2 of the 21 eval rows, under a tenth
+    load_splits(settings(write(tmp_path / "twice.jsonl", PC + PC), eval_size=20), tmp_path / "cache")
+    assert "eval rows are also train rows (the rows held out of 'train', which repeats them)" in capsys.readouterr().out

@@ -320,7 +320,44 @@ def load_splits(data: DataSettings, cache_dir: Path):
     check_metric_rows(evals, data)
     if data.max_train_samples is not None:
         train = train.shuffle(seed=data.seed).select(range(min(data.max_train_samples, len(train))))
+    note = eval_rows_in_train(train, evals, keep, data)
+    if note:
+        print(note, flush=True)
     return train, evals, fmt
+
+
+# Real data repeats some rows (the demo's synthetic products: 2 of its 64 eval rows); a share
+# this large is a split made wrong (a validation split copied from train shares all of them).
+OVERLAP_SAID = 0.1
+
+
+def eval_rows_in_train(train, evals, columns: list[str], data: DataSettings) -> str | None:
+    """A note when eval rows are also train rows (a validation split copied from train, or rows
+    repeated in the one split held out from): the eval loss then rewards memorising them, and
+    the sweep ranks the trials that overfit first."""
+    import json
+
+    def key(row) -> str:
+        return json.dumps([row[c] for c in columns], sort_keys=True)
+
+    first = columns[0]
+    wanted = {json.dumps(v, sort_keys=True) if not isinstance(v, str) else v: None for v in evals[first]}
+    keys = {key(row) for row in evals}
+    found = set()
+    for start in range(0, len(train), 10_000):  # the first column alone first: a set lookup, no JSON
+        batch = train[start:start + 10_000]
+        for i, v in enumerate(batch[first]):
+            if (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) in wanted:
+                row = key({c: batch[c][i] for c in columns})
+                if row in keys:
+                    found.add(row)
+    shared = sum(key(row) in found for row in evals)
+    if shared < OVERLAP_SAID * len(evals):
+        return None
+    where = (f"data.eval_split={data.eval_split!r}" if data.eval_split is not None
+             else f"the rows held out of {data.train_split!r}, which repeats them")
+    return (f"note: {shared} of the {len(evals)} eval rows are also train rows ({where}): the eval loss rewards "
+            "memorising them, so the sweep would rank trials that overfit first; drop the copies from the data")
 
 
 def numbers_as_text(ds, columns: list[str]):
