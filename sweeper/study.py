@@ -124,10 +124,11 @@ def check_existing(storage, s: SweepSettings) -> str | None:
         names = ", ".join(d.name.lower() for d in directions)
         raise ConfigError("sweep.study_name", s.study_name, f"exists with direction {names}; this sweep minimizes "
                           "eval loss: choose another sweep.study_name")
-    check_made_here(storage, study_id, s)
     stored = stored_fingerprint(storage, study_id)
+    if stored is None:
+        refuse_foreign(storage, study_id, s)
     # A key added to the config since the study began, still at its default null, is no difference.
-    if stored is not None and (diff := _differences(stored, s.fingerprint)):
+    elif diff := _differences(stored, s.fingerprint):
         shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
         raise ConfigError("sweep.study_name", s.study_name, f"exists with a different search space or fixed "
                           f"config: {shown}. Restore them or choose another sweep.study_name")
@@ -160,11 +161,9 @@ def data_changed(s: SweepSettings, stored: str, current: str) -> ConfigError:
                        "the data or choose another sweep.study_name")
 
 
-def check_made_here(storage, study_id: int, s: SweepSettings) -> None:
-    """A study of this name that Optuna itself or another tool made (no fingerprint, and trials):
-    its trials were taken for LoRA trials, its best crowned without an adapter."""
-    if stored_fingerprint(storage, study_id) is not None:
-        return
+def refuse_foreign(storage, study_id: int, s: SweepSettings) -> None:
+    """For a study without a fingerprint: one with trials was made by Optuna itself or another tool,
+    and its trials were taken for LoRA trials, its best crowned without an adapter."""
     trials = storage.get_all_trials(study_id, deepcopy=False)
     if trials:
         params = sorted({p for t in trials for p in t.params})
@@ -181,7 +180,8 @@ def load_sweep_study(s: SweepSettings) -> optuna.Study:
     except KeyError:
         raise ConfigError("sweep.study_name", s.study_name, f"no such study in {s.storage_shown}: run make sweep "
                           "with the same ARGS first") from None
-    check_made_here(storage, study._study_id, s)
+    if stored_fingerprint(storage, study._study_id) is None:
+        refuse_foreign(storage, study._study_id, s)
     return study
 
 

@@ -42,13 +42,13 @@ def check_group_choices(overrides: list[str]) -> None:
             raise ConfigError(group, value, f"a config group: name one of its options ({', '.join(options)})")
 
 
-def refuse_sweep_keys(overrides: list[str], command: str = "python -m trainers") -> None:
+def refuse_sweep_keys(overrides: list[str]) -> None:
     """One trial alone reads no sweep.* or search.* key: sweep.n_trials=5 given to it was composed
     and ignored without a word, as if it had run five."""
     for override in overrides:
         key = override.partition("=")[0].lstrip("+~")
         if key.split(".")[0] in ("sweep", "search"):
-            raise ConfigError(key, override.partition("=")[2], f"a sweep's key; {command} runs one trial and "
+            raise ConfigError(key, override.partition("=")[2], "a sweep's key; python -m trainers runs one trial and "
                               "reads no sweep.* or search.* key: drop it, or run the sweep (python -m sweeper)")
 
 

@@ -337,21 +337,20 @@ def eval_rows_in_train(train, evals, columns: list[str], data: DataSettings) -> 
     the sweep ranks the trials that overfit first."""
     import json
 
-    def key(row) -> str:
-        return json.dumps([row[c] for c in columns], sort_keys=True)
+    def key(value) -> str:  # text as it is, chat turns as JSON
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
-    first = columns[0]
-    wanted = {json.dumps(v, sort_keys=True) if not isinstance(v, str) else v: None for v in evals[first]}
-    keys = {key(row) for row in evals}
-    found = set()
-    for start in range(0, len(train), 10_000):  # the first column alone first: a set lookup, no JSON
-        batch = train[start:start + 10_000]
-        for i, v in enumerate(batch[first]):
-            if (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) in wanted:
-                row = key({c: batch[c][i] for c in columns})
-                if row in keys:
-                    found.add(row)
-    shared = sum(key(row) in found for row in evals)
+    def row_key(values) -> str:
+        return json.dumps([key(v) for v in values])
+
+    eval_keys = [row_key(values) for values in zip(*(evals[c] for c in columns))]
+    firsts = {key(v) for v in evals[columns[0]]}
+    in_train = set()
+    for batch in train.iter(batch_size=10_000):  # the first column alone first: a set lookup
+        for values in zip(*(batch[c] for c in columns)):
+            if key(values[0]) in firsts:
+                in_train.add(row_key(values))
+    shared = sum(k in in_train for k in eval_keys)
     if shared < OVERLAP_SAID * len(evals):
         return None
     where = (f"data.eval_split={data.eval_split!r}" if data.eval_split is not None
